@@ -1,0 +1,85 @@
+"""`datasetddpm train-ensemble | segment | evaluate`: direct DDPM mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import options as opt
+from .main import command
+
+EnsembleDir = Annotated[Path, typer.Option("--ensemble", help="Ensemble checkpoint directory (from train-ensemble).")]
+ModelOverride = Annotated[Optional[str], typer.Option("--model", help="Override the diffusion model recorded in the ensemble.")]
+
+
+@command("train-ensemble")
+def train_ensemble_command(
+    data: Annotated[Path, typer.Option(help="Labelled folder: a dataset root (uses real/train) or a folder of images + masks.")],
+    out: opt.Out,
+    preset: opt.Preset = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="Diffusion checkpoint directory (default: the preset's).")] = None,
+    blocks: opt.Blocks = None,
+    steps: opt.Steps = None,
+    noise_seed: Annotated[Optional[int], typer.Option(help="Seed of the fixed feature noise (default: preset).")] = None,
+    ignore_label: opt.IgnoreLabel = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Class count (default: the preset's).")] = None,
+    colour: Annotated[bool, typer.Option(help="Use the RGB-3x3 colour baseline instead of diffusion features.")] = False,
+    members: Annotated[int, typer.Option(help="MLPs in the ensemble.")] = 10,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N labelled images.")] = None,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Train the pixel MLP ensemble on a labelled folder; writes safetensors + JSON (no pickles)."""
+    from ..ensemble.train import EnsembleTrainConfig
+    from ..workflows import resolve_problem, train_ensemble_folder
+    opt.set_threads(threads)
+    problem = resolve_problem(preset, model=model, blocks=opt.parse_ints("--blocks", blocks),
+                              steps=opt.parse_ints("--steps", steps), noise_seed=noise_seed,
+                              ignore_label=ignore_label, num_classes=num_classes)
+    log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
+                                train=EnsembleTrainConfig(members=members, seed=seed), progress=not quiet)
+    typer.echo(f"ensemble: {out} ({log['pixels']} pixels, {log['epochs']} epochs, {log['seconds_total']} s)")
+
+
+@command("segment")
+def segment_command(
+    ensemble: EnsembleDir,
+    images: Annotated[Path, typer.Option(help="Folder of images to segment.")],
+    out: opt.Out,
+    model: ModelOverride = None,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Segment images with an ensemble (direct DDPM mode); writes palette PNG masks."""
+    from ..workflows import segment_folder
+    opt.set_threads(threads)
+    n = segment_folder(ensemble, images, out, model=model, progress=not quiet)
+    typer.echo(f"wrote {n} masks to {out}")
+
+
+@command("evaluate")
+def evaluate_command(
+    ensemble: EnsembleDir,
+    data: Annotated[Path, typer.Option(help="Labelled test folder: a dataset root (uses real/test) or a folder.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
+    model: ModelOverride = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N test images.")] = None,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Per-class IoU and mIoU (reference protocol) on a labelled test split."""
+    from ..workflows import evaluate_folder
+    opt.set_threads(threads)
+    ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, progress=not quiet)
+    table = Table(title=f"{ensemble} on {data} ({ev.num_images} images)")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in ev.iou.items():
+        table.add_row(name, f"{100 * iou:.1f}")
+    table.add_row("[bold]mIoU", f"[bold]{100 * ev.miou:.1f}")
+    Console().print(table)

@@ -1,0 +1,51 @@
+"""`datasetddpm probe`: an mIoU grid over decoder blocks x diffusion steps (paper Fig. 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import options as opt
+from .main import command
+
+
+@command("probe")
+def probe_command(
+    data: Annotated[Path, typer.Option(help="Dataset root with real/train and real/test (or use --test).")],
+    out: opt.Out,
+    test: Annotated[Optional[Path], typer.Option(help="Held-out labelled folder (default: <data>/real/test).")] = None,
+    preset: opt.Preset = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="Diffusion checkpoint directory (default: the preset's).")] = None,
+    blocks: Annotated[str, typer.Option(help="Blocks to probe, e.g. '0,2,4' or 'all'.")] = "all",
+    steps: Annotated[str, typer.Option(help="Steps to probe.")] = "0,25,50,100,150,250,400,600,800",
+    train_images: Annotated[int, typer.Option(help="Labelled images to train each MLP on.")] = 20,
+    test_images: Annotated[int, typer.Option(help="Held-out images to evaluate on.")] = 20,
+    ignore_label: opt.IgnoreLabel = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Class count (default: the preset's).")] = None,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Train one MLP per (block, step) and save the mIoU grid as probe.json + probe.png."""
+    from ..data.folders import read_labelled, resolve_split
+    from ..generators.diffusion import load_generator
+    from ..probe import run_probe, save_probe
+    from ..workflows import resolve_problem
+    opt.set_threads(threads)
+    problem = resolve_problem(preset, model=model, ignore_label=ignore_label, num_classes=num_classes)
+    generator = load_generator(problem.model)
+    block_ids = tuple(range(len(generator.blocks))) if blocks == "all" else opt.parse_ints("--blocks", blocks)
+    step_ids = opt.parse_ints("--steps", steps)
+    from ..generators.base import FeatureSpec
+    generator.check_spec(FeatureSpec(block_ids, step_ids))
+    train = read_labelled(resolve_split(data, "train"), problem.num_classes, problem.ignore_label, train_images)
+    held = read_labelled(test or resolve_split(data, "test"), problem.num_classes, problem.ignore_label, test_images)
+    result = run_probe(generator, train.images, train.masks, held.images, held.masks, blocks=block_ids,
+                       steps=step_ids, num_classes=problem.num_classes, ignore_label=problem.ignore_label,
+                       noise_seed=problem.spec.noise_seed, seed=seed, progress=not quiet)
+    result["model"] = problem.model
+    save_probe(result, out)
+    best = max(((v, s, b) for s, row in zip(step_ids, result["miou"]) for b, v in zip(block_ids, row)))
+    typer.echo(f"best cell: block {best[2]} at t={best[1]} ({100 * best[0]:.1f} mIoU); grid in {out}/probe.png")

@@ -1,0 +1,112 @@
+"""Labelled image folders: the reference layout and users' own PNG masks.
+
+A labelled folder holds images (`<stem>.png|jpg|jpeg`) and, for each, a mask: `<stem>.npy` (H x W
+integer array, the reference layout) or `<stem>_mask.png` (palette or grayscale index image).
+Everything is validated before any output is written; each problem is one line naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .images import list_images, read_image, read_mask, write_image
+from .procedural import render
+
+MASK_SUFFIX_PNG = "_mask.png"
+
+
+@dataclass
+class LabelledSet:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    masks: np.ndarray  # (N, H, W) int64
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def resolve_split(directory: str | Path, split: str) -> Path:
+    """Accept a dataset root (`<root>/real/<split>`) or the split folder itself."""
+    directory = Path(directory)
+    for candidate in (directory / "real" / split, directory / split):
+        if candidate.is_dir():
+            return candidate
+    return directory
+
+
+def _image_paths(directory: Path) -> list[Path]:
+    return [p for p in list_images(directory) if not p.name.endswith(MASK_SUFFIX_PNG)]
+
+
+def mask_path_for(image: Path) -> Path | None:
+    for candidate in (image.with_suffix(".npy"), image.with_name(image.stem + MASK_SUFFIX_PNG)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_images(directory: str | Path, limit: int | None = None) -> tuple[np.ndarray, list[Path]]:
+    """Unlabelled images of one size: (N, H, W, 3) uint8 and their paths."""
+    paths = _image_paths(Path(directory))[:limit]
+    if not paths:
+        raise InputError(directory, "no .png/.jpg images found")
+    images = [read_image(p) for p in paths]
+    for p, im in zip(paths, images):
+        if im.shape != images[0].shape:
+            raise InputError(p, f"image is {im.shape[1]}x{im.shape[0]} but {paths[0].name} is "
+                                f"{images[0].shape[1]}x{images[0].shape[0]}; all images of a set must have one size")
+    return np.stack(images), paths
+
+
+def read_labelled(directory: str | Path, num_classes: int, ignore_label: int = 255,
+                  limit: int | None = None) -> LabelledSet:
+    """Read and validate a labelled folder: every image has a mask of its size with ids < K or ignore."""
+    directory = Path(directory)
+    images, paths = read_images(directory, limit)
+    masks = []
+    for p, im in zip(paths, images):
+        mp = mask_path_for(p)
+        if mp is None:
+            raise InputError(p, f"no mask found (expected {p.stem}.npy or {p.stem}{MASK_SUFFIX_PNG})")
+        mask = read_mask(mp)
+        if mask.shape != im.shape[:2]:
+            raise InputError(mp, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {im.shape[1]}x{im.shape[0]}")
+        bad = (mask != ignore_label) & ((mask < 0) | (mask >= num_classes))
+        if bad.any():
+            value = int(mask[bad][0])
+            raise InputError(mp, f"class id {value} is out of range: ids must be in [0, {num_classes}) "
+                                 f"or the ignore label {ignore_label}")
+        masks.append(mask)
+    return LabelledSet(images, np.stack(masks), paths)
+
+
+# Seed ranges of the embedded domain's splits (disjoint from the DDPM's and the oracle's).
+SPLIT_SEED0 = {"train": 1_000_000, "test": 2_000_000}
+
+
+def write_procedural_dataset(out: str | Path, *, train: int = 20, test: int = 200, unlabelled: int = 0,
+                             resolution: int = 32, seed: int = 0) -> dict:
+    """Write the embedded domain in the reference layout: real/{train,test}/<stem>.png + .npy."""
+    from ..io import atomic_path
+    out = Path(out)
+    counts = {"train": train, "test": test}
+    if not (0 <= seed < 100 and max(train, test) <= 10_000):
+        from ..errors import OptionError
+        raise OptionError("--seed/--train/--test", "need 0 <= seed < 100 and at most 10000 images per split")
+    for split, n in counts.items():
+        for i in range(n):
+            s = SPLIT_SEED0[split] + seed * 10_000 + i
+            image, mask = render(s, resolution)
+            stem = f"{split}_{i:05d}"
+            write_image(out / "real" / split / f"{stem}.png", image)
+            with atomic_path(out / "real" / split / f"{stem}.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, mask.astype(np.uint8))
+    from ..generators.train_ddpm import PROCEDURAL_POOL_SEED0
+    for i in range(unlabelled):
+        write_image(out / "unlabelled" / f"{i:06d}.png", render(PROCEDURAL_POOL_SEED0 + i, resolution)[0])
+    return {**counts, "unlabelled": unlabelled, "resolution": resolution}

@@ -1,0 +1,123 @@
+"""The pixel classifier ensemble of the paper (Appendix C), with all members in one module.
+
+Each member is Linear(d, h1) -> ReLU -> BatchNorm1d(h1) -> Linear(h1, h2) -> ReLU -> BatchNorm1d(h2)
+-> Linear(h2, K), (h1, h2) = (128, 32) for K < 30 classes else (256, 128), weights ~ N(0, 0.02).
+Members are stacked along a leading axis so one batched matmul runs all of them; each member
+still has its own parameters, batch statistics and optimiser state, exactly as if trained alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..generators.base import FeatureSpec
+from ..io import load_state_strict, load_tensors, read_json, save_tensors, write_json
+
+FORMAT = "datasetddpm.ensemble"
+
+
+def hidden_sizes(num_classes: int) -> tuple[int, int]:
+    return (128, 32) if num_classes < 30 else (256, 128)
+
+
+class StackedBatchNorm(nn.Module):
+    """BatchNorm1d for M members at once: input (M, P, C), statistics per member and channel."""
+
+    def __init__(self, members: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(members, 1, channels))
+        self.bias = nn.Parameter(torch.zeros(members, 1, channels))
+        self.register_buffer("running_mean", torch.zeros(members, 1, channels))
+        self.register_buffer("running_var", torch.ones(members, 1, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean = x.mean(1, keepdim=True)
+            var = x.var(1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                n = x.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class StackedLinear(nn.Module):
+    def __init__(self, members: int, fan_in: int, fan_out: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(members, fan_in, fan_out, generator=generator) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(members, 1, fan_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)  # (M, P, out)
+
+
+@dataclass
+class EnsembleConfig:
+    in_dim: int
+    num_classes: int
+    members: int = 10
+    hidden: tuple[int, int] | None = None  # None: by class count (paper)
+    ignore_label: int = 255
+    class_names: tuple[str, ...] = ()
+    features: dict = field(default_factory=dict)  # FeatureSpec.to_dict() or {"kind": "colour"}
+    model: str = ""  # the generator the features come from
+    resolution: int = 0  # image side the ensemble was trained at
+
+    def resolved_hidden(self) -> tuple[int, int]:
+        return tuple(self.hidden) if self.hidden else hidden_sizes(self.num_classes)
+
+    def feature_spec(self) -> FeatureSpec | None:
+        return FeatureSpec.from_dict(self.features) if "blocks" in self.features else None
+
+
+class PixelEnsemble(nn.Module):
+    """(P, D) or (M, P, D) pixel features -> (M, P, K) logits of every member."""
+
+    def __init__(self, cfg: EnsembleConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        h1, h2 = cfg.resolved_hidden()
+        M = cfg.members
+        g = torch.Generator().manual_seed(seed)
+        self.fc1 = StackedLinear(M, cfg.in_dim, h1, g)
+        self.bn1 = StackedBatchNorm(M, h1)
+        self.fc2 = StackedLinear(M, h1, h2, g)
+        self.bn2 = StackedBatchNorm(M, h2)
+        self.fc3 = StackedLinear(M, h2, cfg.num_classes, g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.cfg.members, -1, -1)
+        x = self.bn1(torch.relu(self.fc1(x)))
+        x = self.bn2(torch.relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+def save_ensemble(directory: str | Path, ensemble: PixelEnsemble, extra: dict | None = None) -> None:
+    directory = Path(directory)
+    cfg = asdict(ensemble.cfg)
+    cfg["class_names"] = list(cfg["class_names"])
+    save_tensors(directory / "ensemble.safetensors", ensemble.state_dict())
+    write_json(directory / "ensemble.json", {"format": FORMAT, "version": 1, "ensemble": cfg, **(extra or {})})
+
+
+def load_ensemble(directory: str | Path) -> PixelEnsemble:
+    directory = Path(directory)
+    meta = read_json(directory / "ensemble.json")
+    if meta.get("format") != FORMAT:
+        raise InputError(directory / "ensemble.json", f"not a DatasetDDPM ensemble (format={meta.get('format')!r})")
+    raw = dict(meta["ensemble"])
+    raw["class_names"] = tuple(raw.get("class_names", ()))
+    if raw.get("hidden"):
+        raw["hidden"] = tuple(raw["hidden"])
+    ensemble = PixelEnsemble(EnsembleConfig(**raw))
+    load_state_strict(ensemble, load_tensors(directory / "ensemble.safetensors"), directory / "ensemble.safetensors")
+    return ensemble.eval()

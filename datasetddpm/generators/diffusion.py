@@ -1,0 +1,205 @@
+"""Diffusion backend: a diffusers `UNet2DModel` + noise schedule, decoder-block features, sampling.
+
+Decoder blocks are addressed in ADM's `output_blocks` numbering, deepest first: block k is the
+output of the last module diffusers applies for that step of the up path — `up_blocks[i].resnets[j]`,
+then `attentions[j]` if the level has attention, then `upsamplers[0]` when j is the level's last
+resnet and the level upsamples. This makes the paper's block ids (e.g. {5, 6, 7, 8, 12} for the
+256-px ADM models) mean the same thing on a converted checkpoint as in the reference code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+from ..errors import InputError, OptionError
+from ..io import load_state_strict, load_tensors, read_json, save_tensors, write_json
+from .base import FeatureSpec
+
+CHECKPOINT_FORMAT = "datasetddpm.ddpm"
+SAMPLERS = {
+    "ddpm": DDPMScheduler,  # the paper's full ancestral sampler
+    "ddim": DDIMScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+}
+
+
+@dataclass(frozen=True)
+class DecoderBlock:
+    index: int  # ADM output_blocks id
+    module: torch.nn.Module  # the module whose output is the block's output
+    channels: int
+    downscale: int  # image side / feature side
+
+
+def decoder_blocks(unet: UNet2DModel) -> list[DecoderBlock]:
+    """All decoder blocks of `unet` in ADM numbering, with the module to hook for each."""
+    channels = list(reversed(unet.config.block_out_channels))
+    levels = len(channels)
+    blocks = []
+    for i, up in enumerate(unet.up_blocks):
+        downscale = 2 ** (levels - 1 - i)
+        attentions = getattr(up, "attentions", None)
+        upsamplers = getattr(up, "upsamplers", None)
+        for j, resnet in enumerate(up.resnets):
+            last = j == len(up.resnets) - 1
+            if last and upsamplers:
+                module, scale = upsamplers[0], downscale // 2
+            elif attentions is not None and len(attentions) > j and attentions[j] is not None:
+                module, scale = attentions[j], downscale
+            else:
+                module, scale = resnet, downscale
+            blocks.append(DecoderBlock(len(blocks), module, channels[i], scale))
+    return blocks
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last needed block: the rest of the UNet is not needed."""
+
+
+class DiffusionGenerator:
+    """A UNet2DModel with its training noise schedule; implements the `Generator` interface."""
+
+    def __init__(self, unet: UNet2DModel, scheduler_config: dict, *, source: str = "<memory>"):
+        self.unet = unet.eval().requires_grad_(False)
+        self.scheduler_config = dict(scheduler_config)
+        self.train_scheduler = DDPMScheduler.from_config(self.scheduler_config)
+        self.source = source
+        self.resolution = int(unet.config.sample_size)
+        self.blocks = decoder_blocks(unet)
+        self.num_train_timesteps = int(self.train_scheduler.config.num_train_timesteps)
+        self._factor = 2 ** (len(unet.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    # ---- validation -------------------------------------------------------------------------
+    def check_spec(self, spec: FeatureSpec) -> None:
+        n = len(self.blocks)
+        for b in spec.blocks:
+            if not 0 <= b < n:
+                raise OptionError("--blocks", f"unknown decoder block {b}; this model has blocks 0..{n - 1}")
+        for t in spec.steps:
+            if not 0 <= t < self.num_train_timesteps:
+                raise OptionError("--steps", f"step {t} is outside [0, {self.num_train_timesteps})")
+        if not spec.blocks or not spec.steps:
+            raise OptionError("--blocks/--steps", "need at least one block and one step")
+
+    def check_image_size(self, height: int, width: int) -> str | None:
+        """None when the UNet can take an image of this size, else the reason it cannot."""
+        if height % self._factor or width % self._factor:
+            return f"image size {width}x{height} is not supported by this model: sides must be multiples of {self._factor}"
+        return None
+
+    # ---- features ---------------------------------------------------------------------------
+    def feature_channels(self, spec: FeatureSpec) -> list[int]:
+        self.check_spec(spec)
+        return [self.blocks[b].channels for _ in spec.steps for b in spec.blocks]
+
+    def feature_downscales(self, spec: FeatureSpec) -> list[int]:
+        return [self.blocks[b].downscale for _ in spec.steps for b in spec.blocks]
+
+    def fixed_noise(self, spec: FeatureSpec, height: int, width: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(spec.noise_seed)
+        return torch.randn(1, 3, height, width, generator=g)
+
+    @torch.no_grad()
+    def feature_maps(self, images: torch.Tensor, spec: FeatureSpec) -> list[torch.Tensor]:
+        """Native-resolution decoder maps of (B, 3, H, W) uint8 images, step-major then block order."""
+        self.check_spec(spec)
+        B, _, H, W = images.shape
+        reason = self.check_image_size(H, W)
+        if reason:
+            raise ValueError(reason)
+        device = self.device
+        x0 = images.to(device, torch.float32) / 127.5 - 1.0
+        eps = self.fixed_noise(spec, H, W).to(device)
+        alphas = self.train_scheduler.alphas_cumprod.to(device)
+        deepest_needed = max(spec.blocks)
+        maps: list[torch.Tensor] = []
+        for t in spec.steps:
+            captured: dict[int, torch.Tensor] = {}
+
+            def make_hook(index: int):
+                def hook(_module, _inputs, output):
+                    captured[index] = output
+                    if index == deepest_needed:
+                        raise _StopForward
+                return hook
+
+            handles = [self.blocks[b].module.register_forward_hook(make_hook(b)) for b in set(spec.blocks)]
+            try:
+                xt = alphas[t].sqrt() * x0 + (1 - alphas[t]).sqrt() * eps  # q(x_t | x_0), shared eps
+                self.unet(xt, torch.full((B,), t, device=device, dtype=torch.long))
+            except _StopForward:
+                pass
+            finally:
+                for h in handles:
+                    h.remove()
+            maps.extend(captured[b].float() for b in spec.blocks)
+        return maps
+
+    # ---- sampling ---------------------------------------------------------------------------
+    def make_sampler(self, name: str, num_steps: int):
+        if name not in SAMPLERS:
+            raise OptionError("--sampler", f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+        if not 1 <= num_steps <= self.num_train_timesteps:
+            raise OptionError("--sampling-steps", f"{num_steps} is outside [1, {self.num_train_timesteps}]")
+        sampler = SAMPLERS[name].from_config(self.scheduler_config)
+        sampler.set_timesteps(num_steps)
+        return sampler
+
+    @torch.no_grad()
+    def sample(self, seeds: Sequence[int], *, sampler: str = "ddim", num_steps: int = 50) -> torch.Tensor:
+        """(N, 3, R, R) uint8 samples; sample i depends only on seeds[i] (one generator per sample)."""
+        scheduler = self.make_sampler(sampler, num_steps)
+        device = self.device
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        R = self.resolution
+        x = torch.stack([torch.randn(3, R, R, generator=g) for g in gens]).to(device)
+        x = x * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            model_in = scheduler.scale_model_input(x, t)
+            eps = self.unet(model_in, t.to(device).expand(len(seeds))).sample[:, :3]
+            x = scheduler.step(eps, t, x, generator=gens).prev_sample
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def unet_config_dict(unet: UNet2DModel) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in unet.config.items() if not k.startswith("_")}
+
+
+def save_checkpoint(directory: str | Path, unet: UNet2DModel, scheduler_config: dict, extra: dict | None = None) -> None:
+    """Write `config.json` + `model.safetensors` (the weights given, usually the EMA)."""
+    directory = Path(directory)
+    sched = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    save_tensors(directory / "model.safetensors", unet.state_dict())
+    write_json(directory / "config.json", {"format": CHECKPOINT_FORMAT, "version": 1, "unet": unet_config_dict(unet),
+                                           "scheduler": sched, **(extra or {})})
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> DiffusionGenerator:
+    """Load a toolkit checkpoint directory, or "embedded" for the shipped model."""
+    name = str(path)
+    if name == "embedded":
+        from ..presets import EMBEDDED_MODEL_DIR
+        path = EMBEDDED_MODEL_DIR
+    directory = Path(path)
+    if not directory.is_dir():
+        raise InputError(directory, "model directory not found")
+    config = read_json(directory / "config.json")
+    if config.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(directory / "config.json", f"not a DatasetDDPM diffusion checkpoint (format={config.get('format')!r})")
+    try:
+        unet = UNet2DModel.from_config(config["unet"])
+    except Exception as e:
+        raise InputError(directory / "config.json", f"invalid UNet config ({e})") from None
+    load_state_strict(unet, load_tensors(directory / "model.safetensors"), directory / "model.safetensors")
+    source = name if name == "embedded" else str(directory.resolve())
+    return DiffusionGenerator(unet.to(device), config["scheduler"], source=source)

@@ -1,0 +1,67 @@
+"""Which decoder blocks and diffusion steps carry the semantics (the paper's Fig. 2) for any model.
+
+One small MLP (a one-member ensemble, same recipe) per (block, step) on a few labelled images,
+evaluated by mIoU on held-out images. Each UNet pass serves every block of its step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .direct import CachedSource, FeatureSource, evaluate_labels, fit_ensemble, segment
+from .ensemble.train import EnsembleTrainConfig
+from .generators.base import FeatureSpec
+from .io import atomic_path, write_json
+from .progress import progress_bar
+
+
+def run_probe(generator, train_images: np.ndarray, train_masks: np.ndarray, test_images: np.ndarray,
+              test_masks: np.ndarray, *, blocks: tuple[int, ...], steps: tuple[int, ...], num_classes: int,
+              ignore_label: int = 255, noise_seed: int = 0, seed: int = 0, max_epochs: int = 100,
+              progress: bool = True) -> dict:
+    """mIoU grid[step][block] of one MLP per cell."""
+    grid = np.zeros((len(steps), len(blocks)))
+    t0 = time.time()
+    with progress_bar(progress) as bar:
+        task = bar.add_task("probe", total=len(steps) * len(blocks), info="")
+        for si, t in enumerate(steps):
+            full = FeatureSource(generator, FeatureSpec(tuple(blocks), (t,), noise_seed))
+            cache: dict = {}  # one UNet pass per image batch serves every block of this step
+            for bi, b in enumerate(blocks):
+                cell = CachedSource(full, select=bi, cache=cache)
+                ens, _ = fit_ensemble(cell, train_images, train_masks, num_classes=num_classes,
+                                      ignore_label=ignore_label, train=EnsembleTrainConfig(members=1, seed=seed, max_epochs=max_epochs),
+                                      progress=False)
+                seg = segment(cell, ens, test_images, progress=False)
+                grid[si, bi] = evaluate_labels(seg.labels, test_masks, num_classes, ignore_label).miou
+                bar.update(task, advance=1, info=f"t={t} block={b} mIoU={100 * grid[si, bi]:.1f}")
+    return {"blocks": list(blocks), "steps": list(steps), "miou": grid.tolist(),
+            "train_images": len(train_images), "test_images": len(test_images), "seconds": round(time.time() - t0, 1)}
+
+
+def save_probe(result: dict, out_dir: str | Path) -> None:
+    """probe.json + probe.png (heatmap: steps x blocks, mIoU in %)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = Path(out_dir)
+    write_json(out / "probe.json", result)
+    grid = np.array(result["miou"]) * 100
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 1.0 + 0.5 * grid.shape[0]))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [str(b) for b in result["blocks"]])
+    ax.set_yticks(range(grid.shape[0]), [str(s) for s in result["steps"]])
+    ax.set_xlabel("decoder block (ADM output_blocks, deep -> shallow)")
+    ax.set_ylabel("diffusion step t")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(im, ax=ax, label="mIoU (%)")
+    fig.tight_layout()
+    with atomic_path(out / "probe.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""Standard segmenters (segmentation-models-pytorch) behind one factory, with an input scale.
+
+Small images need care: at 32 px DeepLabV3's output stride 8 leaves 4x4 maps. `input_scale`
+upsamples the input inside the model and brings the logits back to the input size, so training,
+inference and checkpoints all see images at their own resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, OptionError
+from ..io import load_state_strict, load_tensors, read_json, save_tensors, write_json
+
+FORMAT = "datasetddpm.segmenter"
+ARCHITECTURES = ("deeplabv3", "deeplabv3plus", "unet")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    num_classes: int
+    arch: str = "deeplabv3"  # one of ARCHITECTURES
+    encoder: str = "resnet18"  # any smp encoder; resnet101 as in the reference code
+    input_scale: int = 1  # upsample factor applied to the input inside the model
+    class_names: tuple[str, ...] = ()
+    ignore_label: int = 255
+
+
+def _smp_model(cfg: SegmenterConfig) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+    if cfg.arch not in ARCHITECTURES:
+        raise OptionError("--arch", f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None, classes=cfg.num_classes)  # offline: no pretrained
+    try:
+        if cfg.arch == "deeplabv3":
+            return smp.DeepLabV3(encoder_output_stride=8, **kwargs)
+        if cfg.arch == "deeplabv3plus":
+            return smp.DeepLabV3Plus(encoder_output_stride=16, **kwargs)
+        return smp.Unet(**kwargs)
+    except (KeyError, ValueError) as e:
+        raise OptionError("--encoder", f"cannot build {cfg.arch} with encoder {cfg.encoder!r}: {e}") from None
+
+
+class Segmenter(torch.nn.Module):
+    """(B, 3, H, W) uint8 or [-1, 1] float images -> (B, K, H, W) logits."""
+
+    def __init__(self, cfg: SegmenterConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = _smp_model(cfg)
+        self.divisor = 16 if cfg.arch == "deeplabv3" else 32
+
+    def check_size(self, height: int, width: int) -> str | None:
+        h, w = height * self.cfg.input_scale, width * self.cfg.input_scale
+        if h % self.divisor or w % self.divisor:
+            return (f"image size {width}x{height} (x{self.cfg.input_scale} = {w}x{h}) must be a multiple of "
+                    f"{self.divisor} for {self.cfg.arch}; pad or resize the images or change --input-scale")
+        return None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images
+        size = x.shape[-2:]
+        if self.cfg.input_scale != 1:
+            x = F.interpolate(x, scale_factor=self.cfg.input_scale, mode="bilinear", align_corners=False)
+        logits = self.net(x)
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
+
+
+def create_segmenter(cfg: SegmenterConfig) -> Segmenter:
+    return Segmenter(cfg)
+
+
+def save_segmenter(directory: str | Path, model: Segmenter, extra: dict | None = None) -> None:
+    directory = Path(directory)
+    save_tensors(directory / "model.safetensors", model.state_dict())
+    cfg = asdict(model.cfg)
+    cfg["class_names"] = list(cfg["class_names"])
+    write_json(directory / "config.json", {"format": FORMAT, "version": 1, "segmenter": cfg, **(extra or {})})
+
+
+def load_segmenter(directory: str | Path) -> Segmenter:
+    directory = Path(directory)
+    config = read_json(directory / "config.json")
+    if config.get("format") != FORMAT:
+        raise InputError(directory / "config.json", f"not a DatasetDDPM segmenter (format={config.get('format')!r})")
+    raw = dict(config["segmenter"])
+    raw["class_names"] = tuple(raw.get("class_names", ()))
+    model = create_segmenter(SegmenterConfig(**raw))
+    load_state_strict(model, load_tensors(directory / "model.safetensors"), directory / "model.safetensors")
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: Segmenter, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, H, W) int64 class ids."""
+    model.eval()
+    return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])

@@ -1,0 +1,123 @@
+"""File-level workflows: folders in, checkpoints and reports out. The CLI commands call these."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.folders import read_images, read_labelled, resolve_split
+from .data.images import write_mask_png
+from .direct import Evaluation, FeatureSource, evaluate_labels, fit_ensemble, segment
+from .ensemble.model import PixelEnsemble, load_ensemble, save_ensemble
+from .ensemble.train import EnsembleTrainConfig
+from .errors import InputError
+from .generators.base import FeatureSpec
+from .generators.diffusion import load_generator
+from .io import write_json
+from .presets import get_preset
+
+
+@dataclass
+class Problem:
+    """Classes, ignore label and features for a run: a preset with optional overrides."""
+
+    class_names: tuple[str, ...]
+    ignore_label: int
+    spec: FeatureSpec
+    model: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def resolve_problem(preset: str = "embedded", *, model: str | None = None, blocks=None, steps=None,
+                    noise_seed: int | None = None, ignore_label: int | None = None,
+                    num_classes: int | None = None) -> Problem:
+    p = get_preset(preset)
+    names = p.class_names
+    if num_classes is not None and num_classes != len(names):
+        names = tuple(f"class_{k}" for k in range(num_classes))
+    spec = FeatureSpec(tuple(blocks or p.features.blocks), tuple(steps or p.features.steps),
+                       p.features.noise_seed if noise_seed is None else noise_seed)
+    return Problem(names, p.ignore_label if ignore_label is None else ignore_label, spec, model or p.model)
+
+
+def source_for(problem_or_ensemble, *, colour: bool = False, model: str | None = None) -> FeatureSource:
+    """The feature source a problem (for training) or an ensemble (for inference) needs."""
+    if isinstance(problem_or_ensemble, PixelEnsemble):
+        cfg = problem_or_ensemble.cfg
+        spec = cfg.feature_spec()
+        if spec is None:
+            return FeatureSource()
+        return FeatureSource(load_generator(model or cfg.model), spec)
+    if colour:
+        return FeatureSource()
+    problem = problem_or_ensemble
+    generator = load_generator(model or problem.model)
+    generator.check_spec(problem.spec)
+    return FeatureSource(generator, problem.spec)
+
+
+def _check_sizes(source: FeatureSource, images: np.ndarray, paths: list[Path]) -> None:
+    if source.generator is None:
+        return
+    reason = source.generator.check_image_size(*images.shape[1:3])
+    if reason:
+        raise InputError(paths[0], reason)
+
+
+def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
+                          limit: int | None = None, train: EnsembleTrainConfig | None = None,
+                          progress: bool = True) -> dict:
+    """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`."""
+    folder = resolve_split(data, "train")
+    labelled = read_labelled(folder, problem.num_classes, problem.ignore_label, limit)
+    source = source_for(problem, colour=colour)
+    _check_sizes(source, labelled.images, labelled.paths)
+    train = train or EnsembleTrainConfig()
+    t0 = time.time()
+    ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
+                                 ignore_label=problem.ignore_label, class_names=problem.class_names,
+                                 train=train, progress=progress)
+    log["seconds_total"] = round(time.time() - t0, 2)
+    save_ensemble(out, ensemble, {"training": {**log, "data": str(folder), "images": len(labelled),
+                                               "seed": train.seed, "members": train.members}})
+    return log
+
+
+def segment_folder(ensemble_dir: str | Path, images_dir: str | Path, out: str | Path, *, model: str | None = None,
+                   progress: bool = True) -> int:
+    """Images -> palette PNG masks `<stem>.png` in `out` (all inputs are read before anything is written)."""
+    ensemble = load_ensemble(ensemble_dir)
+    images, paths = read_images(images_dir)
+    source = source_for(ensemble, model=model)
+    _check_sizes(source, images, paths)
+    seg = segment(source, ensemble, images, progress=progress)
+    out = Path(out)
+    for p, mask in zip(paths, seg.labels):
+        write_mask_png(out / f"{p.stem}.png", mask, ensemble.cfg.num_classes)
+    write_json(out / "uncertainty.json", {p.stem: float(s) for p, s in zip(paths, seg.image_uncertainty)})
+    return len(paths)
+
+
+def evaluate_ensemble(ensemble: PixelEnsemble, data: str | Path, *, model: str | None = None, limit: int | None = None,
+                      progress: bool = True) -> Evaluation:
+    cfg = ensemble.cfg
+    folder = resolve_split(data, "test")
+    labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit)
+    source = source_for(ensemble, model=model)
+    _check_sizes(source, labelled.images, labelled.paths)
+    seg = segment(source, ensemble, labelled.images, progress=progress)
+    return evaluate_labels(seg.labels, labelled.masks, cfg.num_classes, cfg.ignore_label, cfg.class_names)
+
+
+def evaluate_folder(ensemble_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
+                    model: str | None = None, limit: int | None = None, progress: bool = True) -> Evaluation:
+    ev = evaluate_ensemble(load_ensemble(ensemble_dir), data, model=model, limit=limit, progress=progress)
+    if out is not None:
+        write_json(out, {"ensemble": str(ensemble_dir), "data": str(data), **ev.to_dict()})
+    return ev
