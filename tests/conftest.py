@@ -8,6 +8,9 @@ from diffusers import UNet2DModel
 
 from datasetddpm.generators.diffusion import DiffusionGenerator, save_checkpoint
 
+# Tests use tiny tensors: one thread avoids oversubscription stalls on a busy 2-core machine.
+torch.set_num_threads(1)
+
 TINY_UNET = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 16, 16), layers_per_block=1,
                  down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=4)
 SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear")

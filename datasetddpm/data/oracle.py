@@ -1,10 +1,11 @@
-"""The embedded domain's oracle segmenter: stands in for a human annotator of generated samples.
+"""The embedded domain's oracle segmenter: it stands in for a human annotator of generated samples.
 
-It is a DeepLabV3+ (ResNet-18, from scratch, input upsampled 2x) trained on thousands of procedural
-images with exact masks. Its mIoU on real procedural images is the ceiling; its mIoU on a model's
-samples against... is not defined (samples have no ground truth), so sample quality is measured
-the other way round: how well the oracle's labels on samples agree with what a labeller predicts,
-and how close its confidence on samples is to that on real images (see `oracle_report`).
+A DeepLabV3+ (ResNet-18 from scratch, input upsampled 2x so its stride-4 decoder sees 16x16 maps
+at 32 px) trained on thousands of procedural images with exact masks. Its mIoU on real procedural
+images says how good an annotator it is. Samples have no ground truth, so `sample_report` measures
+how familiar they look to the oracle with numbers that exist on both sides: its flip-consistency
+mIoU (its mask of an image against its mask of the mirrored image, mirrored back), its mean
+confidence, and the class frequencies it predicts against the true frequencies of real images.
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ import numpy as np
 import torch
 
 from ..segmenters.metrics import confusion_matrix, mean_iou
-from ..segmenters.model import SegmenterConfig, create_segmenter, load_segmenter, predict
+from ..segmenters.model import Segmenter, SegmenterConfig, create_segmenter, load_segmenter, predict
 from ..segmenters.train import SegTrainConfig, train_segmenter
 from .procedural import CLASS_NAMES, render_batch
 
 ORACLE_TRAIN_SEED0 = 4_000_000
 ORACLE_EVAL_SEED0 = 5_000_000
+K = len(CLASS_NAMES)
 
 
 def train_oracle(out_dir: str | Path, *, steps: int = 2000, pool: int = 6000, batch_size: int = 16,
                  seed: int = 0, progress: bool = True) -> dict:
     images, masks = render_batch(range(ORACLE_TRAIN_SEED0, ORACLE_TRAIN_SEED0 + pool))
-    cfg = SegmenterConfig(num_classes=len(CLASS_NAMES), arch="deeplabv3plus", encoder="resnet18", input_scale=2,
+    cfg = SegmenterConfig(num_classes=K, arch="deeplabv3plus", encoder="resnet18", input_scale=2,
                           class_names=CLASS_NAMES)
     torch.manual_seed(seed)
     model = create_segmenter(cfg)
@@ -36,7 +38,71 @@ def train_oracle(out_dir: str | Path, *, steps: int = 2000, pool: int = 6000, ba
     return log
 
 
-def oracle_miou_on_real(model, n: int = 500) -> float:
-    images, masks = render_batch(range(ORACLE_EVAL_SEED0, ORACLE_EVAL_SEED0 + n))
+def real_images(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out procedural images (never seen by the oracle, the DDPM or the labelled splits)."""
+    return render_batch(range(ORACLE_EVAL_SEED0, ORACLE_EVAL_SEED0 + n))
+
+
+def oracle_miou_on_real(model: Segmenter, n: int = 500) -> float:
+    images, masks = real_images(n)
     pred = predict(model, torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
-    return mean_iou(confusion_matrix(pred, masks, len(CLASS_NAMES)))
+    return mean_iou(confusion_matrix(pred, masks, K))
+
+
+@torch.no_grad()
+def oracle_statistics(model: Segmenter, images: np.ndarray) -> dict:
+    """Flip-consistency mIoU, mean confidence and predicted class frequencies of the oracle on images."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    probs = torch.cat([model(x[i:i + 64]).softmax(1) for i in range(0, len(x), 64)])
+    pred = probs.argmax(1)
+    pred_flip = predict(model, x.flip(-1)).flip(-1)
+    freq = np.bincount(pred.flatten().numpy(), minlength=K) / pred.numel()
+    return {"flip_consistency_miou": mean_iou(confusion_matrix(pred_flip.numpy(), pred.numpy(), K)),
+            "mean_confidence": float(probs.max(1).values.mean()),
+            "class_frequency": {n: float(f) for n, f in zip(CLASS_NAMES, freq)},
+            "predictions": pred.numpy()}
+
+
+def sample_report(oracle: Segmenter, samples: np.ndarray, n_real: int | None = None) -> dict:
+    """Oracle numbers on samples beside the same numbers on real procedural images."""
+    real, real_masks = real_images(n_real or len(samples))
+    on_real = oracle_statistics(oracle, real)
+    on_samples = oracle_statistics(oracle, samples)
+    true_freq = np.bincount(real_masks.flatten(), minlength=K) / real_masks.size
+    tv = 0.5 * np.abs(np.array(list(on_samples["class_frequency"].values())) - true_freq).sum()
+    return {
+        "oracle_miou_on_real": mean_iou(confusion_matrix(on_real["predictions"], real_masks, K)),
+        "real": {k: v for k, v in on_real.items() if k != "predictions"},
+        "samples": {k: v for k, v in on_samples.items() if k != "predictions"},
+        "true_class_frequency": {n: float(f) for n, f in zip(CLASS_NAMES, true_freq)},
+        "class_frequency_total_variation": float(tv),
+        "num_samples": len(samples),
+        "_sample_predictions": on_samples["predictions"],
+    }
+
+
+def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int = 200, sampler: str = "ddim",
+                  num_steps: int = 50, seed: int = 0, batch_size: int = 50, progress: bool = True) -> dict:
+    """Sample `n` images, write `samples_grid.png` (samples over oracle overlays) and `sample_report.json`."""
+    from ..io import write_json
+    from ..progress import progress_bar
+    from ..report import image_grid, overlay, save_png
+    seeds = [seed * 1_000_000 + i for i in range(n)]
+    batches = []
+    with progress_bar(progress) as bar:
+        task = bar.add_task("sample", total=n, info=f"{sampler}-{num_steps}")
+        for i in range(0, n, batch_size):
+            batches.append(generator.sample(seeds[i:i + batch_size], sampler=sampler, num_steps=num_steps))
+            bar.update(task, advance=len(batches[-1]))
+    samples = torch.cat(batches).permute(0, 2, 3, 1).numpy()
+    report = sample_report(oracle, samples)
+    preds = report.pop("_sample_predictions")
+    report.update({"sampler": sampler, "sampling_steps": num_steps, "seed": seed, "model": generator.source})
+    out = Path(out_dir)
+    cols = 8
+    tiles = []
+    for r in range(0, min(n, 32), cols):  # rows of samples, each followed by the oracle's masks on them
+        tiles += list(samples[r:r + cols]) + [overlay(samples[i], preds[i], K) for i in range(r, min(r + cols, n))]
+    save_png(out / "samples_grid.png", image_grid(tiles, cols, scale=3))
+    write_json(out / "sample_report.json", report)
+    return report

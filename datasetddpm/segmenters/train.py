@@ -54,7 +54,7 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            log["loss"].append(float(loss))
+            log["loss"].append(loss.item())
             bar.update(task, completed=step + 1, info=f"loss {np.mean(log['loss'][-50:]):.3f}")
             if evaluate and eval_every and (step + 1) % eval_every == 0:
                 log["eval"].append({"step": step + 1, "score": evaluate(model)})

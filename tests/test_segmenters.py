@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from datasetddpm.data.procedural import render_batch
+from datasetddpm.errors import InputError
+from datasetddpm.segmenters.model import SegmenterConfig, create_segmenter, load_segmenter, predict, save_segmenter
+from datasetddpm.segmenters.train import SegTrainConfig, train_segmenter
+
+
+@pytest.mark.parametrize("arch,scale", [("deeplabv3", 2), ("deeplabv3plus", 1), ("unet", 1)])
+def test_logits_come_back_at_input_size(arch, scale):
+    model = create_segmenter(SegmenterConfig(num_classes=7, arch=arch, input_scale=scale)).eval()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert model(x).shape == (2, 7, 32, 32)
+
+
+def test_size_check_names_the_rule():
+    model = create_segmenter(SegmenterConfig(num_classes=3, arch="deeplabv3plus"))
+    assert model.check_size(32, 32) is None
+    assert "multiple of 32" in model.check_size(40, 40)
+
+
+def test_unknown_architecture():
+    with pytest.raises(Exception, match="unknown architecture 'fcn'"):
+        create_segmenter(SegmenterConfig(num_classes=3, arch="fcn"))
+
+
+def test_training_reduces_loss_and_checkpoint_round_trips(tmp_path):
+    images, masks = render_batch(range(16))
+    torch.manual_seed(0)
+    model = create_segmenter(SegmenterConfig(num_classes=7, arch="unet", encoder="resnet18"))
+    log = train_segmenter(model, images, masks, SegTrainConfig(steps=30, batch_size=4, lr=3e-3), out_dir=tmp_path,
+                          progress=False)
+    assert np.mean(log["loss"][-5:]) < np.mean(log["loss"][:5])
+    loaded = load_segmenter(tmp_path)
+    x = torch.from_numpy(images[:2]).permute(0, 3, 1, 2)
+    assert torch.equal(predict(model, x), predict(loaded, x))
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["segmenter"]["arch"] == "unet" and meta["training"]["steps"] == 30
+
+
+def test_oracle_sample_report_on_tiny_models(tiny_generator, tmp_path):
+    from datasetddpm.data.oracle import check_samples
+    oracle = create_segmenter(SegmenterConfig(num_classes=7, arch="unet")).eval()
+    r = check_samples(tiny_generator, oracle, tmp_path, n=4, num_steps=2, batch_size=2, progress=False)
+    assert 0 <= r["samples"]["flip_consistency_miou"] <= 1 and 0 <= r["real"]["mean_confidence"] <= 1
+    assert sum(r["samples"]["class_frequency"].values()) == pytest.approx(1.0)
+    assert (tmp_path / "samples_grid.png").is_file() and (tmp_path / "sample_report.json").is_file()
+
+
+def test_segmenter_checkpoint_from_another_config_is_refused(tmp_path):
+    save_segmenter(tmp_path, create_segmenter(SegmenterConfig(num_classes=7, arch="unet")))
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["segmenter"]["num_classes"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="does not match the model config"):
+        load_segmenter(tmp_path)
