@@ -1,0 +1,74 @@
+"""`datasetddpm sample | label | finalize`: the DatasetDDPM generation run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import options as opt
+from .main import command
+
+Workers = Annotated[int, typer.Option("--workers", help="CPU worker processes (torch.distributed, gloo).")]
+Gpus = Annotated[int, typer.Option("--gpus", help="GPU worker processes (torch.distributed, NCCL); 0 = none.")]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda, for --workers.")]
+Run = Annotated[Path, typer.Option("--out", help="Run directory (rerun the same command to resume).")]
+
+
+@command("sample")
+def sample_command(
+    out: Run,
+    n: Annotated[int, typer.Option("--n", help="Samples to generate.")] = 1000,
+    model: opt.Model = "embedded",
+    sampler: Annotated[str, typer.Option(help="ddpm (full ancestral) | ddim | dpm++")] = "ddim",
+    sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Samples per UNet batch (part of the run config).")] = 50,
+    shard_size: Annotated[int, typer.Option(help="Samples per shard (a multiple of --batch-size).")] = 500,
+    ensemble: Annotated[Optional[Path], typer.Option(help="Label each shard as it is made (fused) with this ensemble.")] = None,
+    workers: Workers = 1,
+    gpus: Gpus = 0,
+    device: Device = "cpu",
+    seed: opt.Seed = 0,
+    overwrite: opt.Overwrite = False,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Sample images by reverse diffusion into sharded, resumable output (optionally labelling them)."""
+    from ..pipeline.config import SampleConfig
+    from ..pipeline.generate import sample_run
+    cfg = SampleConfig(model=model, n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
+                       batch_size=batch_size, shard_size=shard_size)
+    result = sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device, threads=threads,
+                        overwrite=overwrite, progress=not quiet)
+    typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else ""))
+
+
+@command("label")
+def label_command(
+    out: Run,
+    ensemble: Annotated[Path, typer.Option(help="Ensemble checkpoint (from train-ensemble).")],
+    workers: Workers = 1,
+    gpus: Gpus = 0,
+    device: Device = "cpu",
+    overwrite: opt.Overwrite = False,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Label the samples of a run with the ensemble's vote and score each image's JS uncertainty."""
+    from ..pipeline.generate import label_run
+    result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=threads,
+                       overwrite=overwrite, progress=not quiet)
+    typer.echo(f"{out}: {result['labelled']} labelled")
+
+
+@command("finalize")
+def finalize_command(
+    out: Run,
+    drop_fraction: Annotated[float, typer.Option(help="Fraction of most uncertain images to drop.")] = 0.1,
+    max_pairs: Annotated[int, typer.Option(help="Keep at most this many image-mask pairs.")] = 50_000,
+) -> None:
+    """Rank all images by uncertainty, mark the kept pairs, write index.jsonl + dataset_card.json."""
+    from ..pipeline.finalize import finalize_run
+    card = finalize_run(out, drop_fraction=drop_fraction, max_pairs=max_pairs)
+    typer.echo(f"{out}: kept {card['counts']['kept']} of {card['counts']['generated']} pairs")

@@ -1,0 +1,1 @@
+"""DatasetDDPM generation: sample -> label -> global filter -> index, sharded and resumable."""

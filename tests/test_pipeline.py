@@ -1,0 +1,101 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from datasetddpm.cli.main import get_app
+from datasetddpm.ensemble.model import EnsembleConfig, PixelEnsemble, save_ensemble
+from datasetddpm.pipeline.finalize import kept_ids
+
+runner = CliRunner()
+app = get_app()
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tiny_model_dir, tmp_path_factory):
+    """A random-weight ensemble over the tiny model's blocks 1, 4 at t=50 (labels are arbitrary but deterministic)."""
+    directory = tmp_path_factory.mktemp("ens")
+    cfg = EnsembleConfig(in_dim=16 + 8, num_classes=7, members=3, features={"blocks": [1, 4], "steps": [50],
+                         "noise_seed": 0}, model=str(tiny_model_dir), class_names=tuple("abcdefg"))
+    save_ensemble(directory, PixelEnsemble(cfg, seed=1).eval())
+    return directory
+
+
+def _sample_args(out, model, ens=None, *extra):
+    args = ["sample", "--out", out, "--n", "12", "--model", model, "--sampling-steps", "3", "--batch-size", "2",
+            "--shard-size", "4", "--threads", "1", "--quiet", *extra]
+    return [str(a) for a in args] + (["--ensemble", str(ens)] if ens else [])
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "shards").rglob("*")) if p.is_file()}
+
+
+def test_one_and_two_workers_give_identical_bytes(tiny_model_dir, tiny_ensemble, tmp_path):
+    r1 = runner.invoke(app, _sample_args(tmp_path / "w1", tiny_model_dir, tiny_ensemble))
+    r2 = runner.invoke(app, _sample_args(tmp_path / "w2", tiny_model_dir, tiny_ensemble, "--workers", "2"))
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    a, b = _tree(tmp_path / "w1"), _tree(tmp_path / "w2")
+    assert len([k for k in a if k.endswith(".png")]) == 24  # 12 images + 12 masks
+    assert a == b
+
+
+def test_sigkill_mid_shard_then_rerun_is_byte_identical(tiny_model_dir, tiny_ensemble, tmp_path):
+    assert runner.invoke(app, _sample_args(tmp_path / "ref", tiny_model_dir, tiny_ensemble)).exit_code == 0
+    cmd = [sys.executable, "-c", "from datasetddpm.cli.main import main; main()",
+           *_sample_args(tmp_path / "killed", tiny_model_dir, tiny_ensemble)]
+    env = {**os.environ, "DATASETDDPM_FAULT_AFTER_BATCHES": "3"}  # dies in the middle of shard 1
+    killed = subprocess.run(cmd, env=env, capture_output=True)
+    assert killed.returncode == -9
+    assert (tmp_path / "killed" / "shards" / "00000.json").is_file()
+    assert not (tmp_path / "killed" / "shards" / "00001.json").exists()
+    resumed = subprocess.run(cmd, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _tree(tmp_path / "killed") == _tree(tmp_path / "ref")
+
+
+def test_changed_config_refuses_to_resume(tiny_model_dir, tmp_path):
+    assert runner.invoke(app, _sample_args(tmp_path / "r", tiny_model_dir)).exit_code == 0
+    changed = _sample_args(tmp_path / "r", tiny_model_dir)
+    changed[changed.index("--sampling-steps") + 1] = "4"
+    result = runner.invoke(app, changed)
+    assert result.exit_code == 2 and "different config" in result.output and "--overwrite" in result.output
+    assert runner.invoke(app, changed + ["--overwrite"]).exit_code == 0
+
+
+def test_gpus_without_gpus_is_a_clear_error(tiny_model_dir, tmp_path):
+    result = runner.invoke(app, _sample_args(tmp_path / "g", tiny_model_dir) + ["--gpus", "4"])
+    assert result.exit_code == 2
+    assert "--gpus: asked for 4 GPU worker(s)" in result.output and "--workers" in result.output
+    assert not (tmp_path / "g").exists()
+
+
+def test_label_then_finalize_keeps_exactly_the_expected_count(tiny_model_dir, tiny_ensemble, tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, _sample_args(run, tiny_model_dir)).exit_code == 0
+    result = runner.invoke(app, ["label", "--out", str(run), "--ensemble", str(tiny_ensemble), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["finalize", "--out", str(run), "--drop-fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "index.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and sum(r["kept"] for r in rows) == 9
+    kept_u = [r["uncertainty"] for r in rows if r["kept"]]
+    dropped_u = [r["uncertainty"] for r in rows if not r["kept"]]
+    assert max(kept_u) <= min(dropped_u)
+    card = json.loads((run / "dataset_card.json").read_text())
+    assert card["counts"] == {"generated": 12, "kept": 9, "dropped": 3} and card["blocks"] == [1, 4]
+    result = runner.invoke(app, ["finalize", "--out", str(run), "--max-pairs", "5"])
+    assert sum(json.loads(line)["kept"] for line in (run / "index.jsonl").read_text().splitlines()) == 5
+
+
+def test_kept_ids_global_drop():
+    ids = np.arange(100)
+    u = np.random.default_rng(0).random(100)
+    keep = kept_ids(ids, u, 0.1, 50_000)
+    assert len(keep) == 90 and set(ids[np.argsort(u)[:90]]) == keep
+    assert len(kept_ids(ids, u, 0.1, 30)) == 30
