@@ -78,3 +78,30 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
                 parts.append(f"{name}: {shown}")
         raise InputError(source, "checkpoint does not match the model config; " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+def json_tensor(data) -> torch.Tensor:
+    """Small JSON metadata stored inside a safetensors file (as uint8 bytes)."""
+    return torch.tensor(list(json.dumps(data).encode()), dtype=torch.uint8)
+
+
+def tensor_json(t: torch.Tensor):
+    return json.loads(bytes(t.tolist()).decode())
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "opt.") -> dict[str, torch.Tensor]:
+    """An optimizer's state as flat tensors (safetensors holds no pickles)."""
+    sd = opt.state_dict()
+    out, names = {}, {}
+    for i, s in sd["state"].items():
+        names[str(i)] = list(s)
+        for n, v in s.items():
+            out[f"{prefix}{i}.{n}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    out[prefix + "meta"] = json_tensor({"param_groups": sd["param_groups"], "tensor_names": names})
+    return out
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str = "opt.") -> None:
+    meta = tensor_json(tensors[prefix + "meta"])
+    state = {int(i): {n: tensors[f"{prefix}{i}.{n}"] for n in names} for i, names in meta["tensor_names"].items()}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -7,17 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data.folders import read_images, read_labelled, resolve_split
 from .data.images import write_mask_png
 from .direct import Evaluation, FeatureSource, evaluate_labels, fit_ensemble, segment
 from .ensemble.model import PixelEnsemble, load_ensemble, save_ensemble
 from .ensemble.train import EnsembleTrainConfig
-from .errors import InputError
+from .errors import InputError, OptionError
 from .generators.base import FeatureSpec
 from .generators.diffusion import load_generator
 from .io import write_json
 from .presets import get_preset
+from .segmenters.model import load_segmenter, predict
 
 
 @dataclass
@@ -89,18 +91,30 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
     return log
 
 
-def segment_folder(ensemble_dir: str | Path, images_dir: str | Path, out: str | Path, *, model: str | None = None,
-                   progress: bool = True) -> int:
-    """Images -> palette PNG masks `<stem>.png` in `out` (all inputs are read before anything is written)."""
-    ensemble = load_ensemble(ensemble_dir)
+def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | Path | None = None,
+                   segmenter: str | Path | None = None, model: str | None = None, progress: bool = True) -> int:
+    """Images -> palette PNG masks `<stem>.png` in `out`, with an ensemble (direct DDPM mode) or a trained
+    segmenter (no diffusion model needed). All inputs are read before anything is written."""
+    if (ensemble is None) == (segmenter is None):
+        raise OptionError("--ensemble/--segmenter", "give exactly one of them")
     images, paths = read_images(images_dir)
-    source = source_for(ensemble, model=model)
-    _check_sizes(source, images, paths)
-    seg = segment(source, ensemble, images, progress=progress)
     out = Path(out)
-    for p, mask in zip(paths, seg.labels):
-        write_mask_png(out / f"{p.stem}.png", mask, ensemble.cfg.num_classes)
-    write_json(out / "uncertainty.json", {p.stem: float(s) for p, s in zip(paths, seg.image_uncertainty)})
+    if segmenter is not None:
+        seg_model = load_segmenter(segmenter)
+        reason = seg_model.check_size(*images.shape[1:3])
+        if reason:
+            raise InputError(paths[0], reason)
+        labels = predict(seg_model, torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+        num_classes = seg_model.cfg.num_classes
+    else:
+        ens = load_ensemble(ensemble)
+        source = source_for(ens, model=model)
+        _check_sizes(source, images, paths)
+        seg = segment(source, ens, images, progress=progress)
+        labels, num_classes = seg.labels, ens.cfg.num_classes
+        write_json(out / "uncertainty.json", {p.stem: float(s) for p, s in zip(paths, seg.image_uncertainty)})
+    for p, mask in zip(paths, labels):
+        write_mask_png(out / f"{p.stem}.png", mask, num_classes)
     return len(paths)
 
 

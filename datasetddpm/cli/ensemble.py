@@ -48,17 +48,18 @@ def train_ensemble_command(
 
 @command("segment")
 def segment_command(
-    ensemble: EnsembleDir,
     images: Annotated[Path, typer.Option(help="Folder of images to segment.")],
     out: opt.Out,
+    ensemble: Annotated[Optional[Path], typer.Option(help="Ensemble checkpoint (direct DDPM mode).")] = None,
+    segmenter: Annotated[Optional[Path], typer.Option(help="Trained segmenter (train-deeplab's <out>/best); no diffusion model needed.")] = None,
     model: ModelOverride = None,
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Segment images with an ensemble (direct DDPM mode); writes palette PNG masks."""
+    """Segment images with an ensemble (direct DDPM mode) or a trained segmenter; writes palette PNG masks."""
     from ..workflows import segment_folder
     opt.set_threads(threads)
-    n = segment_folder(ensemble, images, out, model=model, progress=not quiet)
+    n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model, progress=not quiet)
     typer.echo(f"wrote {n} masks to {out}")
 
 

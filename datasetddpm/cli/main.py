@@ -36,7 +36,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Importing a command module adds its commands to `app`.
-    from . import data, ddpm, demo, ensemble, pipeline, probe  # noqa: F401
+    from . import data, ddpm, deeplab, demo, ensemble, pipeline, probe  # noqa: F401
 
 
 def get_app() -> typer.Typer:

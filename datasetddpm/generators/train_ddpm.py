@@ -20,7 +20,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from ..data.images import list_images, read_image
 from ..data.procedural import render
 from ..errors import DatasetDDPMError, InputError
-from ..io import load_tensors, read_json, save_tensors, write_json
+from ..io import load_optimizer_tensors, load_tensors, optimizer_tensors, read_json, save_tensors, write_json
 from ..progress import progress_bar
 from .diffusion import save_checkpoint
 
@@ -85,9 +85,7 @@ def _batch(pool: np.ndarray, cfg: DDPMTrainConfig, step: int) -> torch.Tensor:
 def _state(unet, ema, opt, step) -> dict[str, torch.Tensor]:
     state = {f"model.{k}": v for k, v in unet.state_dict().items()}
     state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    for i, s in opt.state_dict()["state"].items():
-        for name, v in s.items():
-            state[f"opt.{i}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    state.update(optimizer_tensors(opt))
     state["step"] = torch.tensor(step)
     return state
 
@@ -95,14 +93,7 @@ def _state(unet, ema, opt, step) -> dict[str, torch.Tensor]:
 def _restore(state, unet, ema, opt) -> int:
     unet.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
-    sd = opt.state_dict()
-    per_param: dict[int, dict] = {}
-    for k, v in state.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            per_param.setdefault(int(i), {})[name] = v
-    sd["state"] = per_param
-    opt.load_state_dict(sd)
+    load_optimizer_tensors(opt, state)
     return int(state["step"])
 
 

@@ -1,0 +1,78 @@
+"""`datasetddpm train-deeplab | compare`: the standard segmenter trained on generated pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import options as opt
+from .main import command
+
+
+@command("train-deeplab")
+def train_deeplab_command(
+    run: Annotated[Path, typer.Option(help="Finalized generation run (from sample/label/finalize).")],
+    val: Annotated[Path, typer.Option(help="Real labelled images to choose the epoch on (dataset root: real/train).")],
+    out: opt.Out,
+    arch: Annotated[str, typer.Option(help="deeplabv3 | deeplabv3plus | unet")] = "deeplabv3",
+    encoder: Annotated[str, typer.Option(help="smp encoder (resnet101 as the reference; resnet18 for small runs).")] = "resnet18",
+    input_scale: Annotated[int, typer.Option(help="Train and run at this input upsampling factor (small images).")] = 1,
+    epochs: Annotated[int, typer.Option(help="Epochs over the kept pairs.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Disable albumentations augmentations.")] = False,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Train DeepLabV3 from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
+    from ..data.folders import read_labelled, resolve_split
+    from ..data.generated import GeneratedPairs
+    from ..segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
+    opt.set_threads(threads)
+    pairs = GeneratedPairs(run)
+    card = pairs.card
+    images, masks = pairs.arrays()
+    k, ignore = len(card["classes"]), card["ignore_label"]
+    real = read_labelled(resolve_split(val, "train"), k, ignore)
+    cfg = DeepLabTrainConfig(arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
+                             batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed)
+    result = train_deeplab(images, masks, real.images, real.masks, out, cfg, num_classes=k, ignore_label=ignore,
+                           class_names=tuple(card["classes"]), data_key=f"{card['config_hash']}/{card['labels_hash']}",
+                           progress=not quiet)
+    typer.echo(f"best epoch {result['best_epoch']} (mIoU on real train images {100 * result['best_val_miou']:.1f}); "
+               f"model: {out}/best")
+
+
+@command("compare")
+def compare_command(
+    ensemble: Annotated[Path, typer.Option(help="Ensemble checkpoint (direct DDPM mode).")],
+    segmenter: Annotated[Path, typer.Option(help="Segmenter directory (train-deeplab's <out>/best).")],
+    data: Annotated[Path, typer.Option(help="Real labelled test folder (dataset root: real/test).")],
+    out: opt.Out,
+    model: Annotated[Optional[str], typer.Option(help="Override the diffusion model recorded in the ensemble.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N test images.")] = None,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """DeepLabV3-from-synthetic vs direct DDPM mode: IoU per class, mIoU, seconds per image."""
+    from ..compare import compare
+    opt.set_threads(threads)
+    report = compare(ensemble, segmenter, data, out, model=model, limit=limit, progress=not quiet)
+    print_compare(report)
+
+
+def print_compare(report: dict) -> None:
+    methods = report["methods"]
+    names = list(next(iter(methods.values()))["iou"])
+    table = Table(title=f"compare on {report['test_images']} real test images (mIoU, reference protocol)")
+    for col in ("method", "mIoU", "s/image", *names):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for m, r in methods.items():
+        table.add_row(m, f"{100 * r['miou']:.1f}", f"{r['seconds_per_image']:.4f}",
+                      *[f"{100 * r['iou'][c]:.0f}" for c in names])
+    Console().print(table)
