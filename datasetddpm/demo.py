@@ -1,8 +1,12 @@
-"""The end-to-end demo on the embedded default: direct DDPM mode against the colour baseline.
+"""The end-to-end demo on the embedded default.
 
-Writes a labelled procedural dataset, trains the pixel ensemble on diffusion features of the 20
-labelled images, segments the held-out test set, and does the same with RGB-3x3 colour features.
-With several seeds it reports mean +- std; every stage is timed.
+1. a labelled procedural dataset (20 train, 200 test images in the reference layout);
+2. direct DDPM mode: the pixel ensemble on diffusion features of the labelled images, against the
+   same ensemble on RGB-3x3 colour features (mean +- std over `seeds`);
+3. DatasetDDPM: sample + label (fused, fast sampler), drop the 10 % most uncertain, train DeepLabV3,
+   and compare it with direct mode on the real test set.
+The labeller is trained on the real labelled images (`labeller="real"`) or, as in the paper, on a
+few generated samples annotated by the oracle (`labeller="generated"`). Every stage is timed.
 """
 
 from __future__ import annotations
@@ -19,54 +23,121 @@ from .ensemble.model import save_ensemble
 from .ensemble.train import EnsembleTrainConfig
 from .generators.diffusion import load_generator
 from .io import write_json
-from .presets import EMBEDDED
+from .presets import EMBEDDED, EMBEDDED_ORACLE_DIR
 
 
-def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
-             model: str = "embedded", train_cfg: EnsembleTrainConfig | None = None, progress: bool = True,
-             log=print) -> dict:
-    out = Path(out)
-    timings: dict[str, float] = {}
+class _Timer:
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.t = time.time()
+
+            def __exit__(self, *exc):
+                timer.stages[name] = timer.stages.get(name, 0.0) + time.time() - self.t
+        return _Stage()
+
+
+def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Path, timer: _Timer, progress, log):
     preset = EMBEDDED
-
-    t = time.time()
-    write_procedural_dataset(out / "data", train=train, test=test)
-    train_set = read_labelled(out / "data" / "real" / "train", preset.num_classes, preset.ignore_label)
-    test_set = read_labelled(out / "data" / "real" / "test", preset.num_classes, preset.ignore_label)
-    timings["dataset"] = time.time() - t
-
-    generator = load_generator(model)
     methods = {"direct DDPM": CachedSource(FeatureSource(generator, preset.features)),
                "colour RGB-3x3": CachedSource(FeatureSource())}
     results: dict[str, list[dict]] = {name: [] for name in methods}
     for name, source in methods.items():
         for seed in seeds:
-            t = time.time()
-            ensemble, train_log = fit_ensemble(source, train_set.images, train_set.masks,
-                                               num_classes=preset.num_classes, ignore_label=preset.ignore_label,
-                                               class_names=preset.class_names,
-                                               train=replace(train_cfg or EnsembleTrainConfig(), seed=seed),
-                                               progress=progress)
-            t_train = time.time() - t
-            t = time.time()
-            seg = segment(source, ensemble, test_set.images, progress=progress)
-            t_seg = time.time() - t
+            with timer(f"{name}: train ensemble"):
+                ensemble, train_log = fit_ensemble(source, train_set.images, train_set.masks,
+                                                   num_classes=preset.num_classes, ignore_label=preset.ignore_label,
+                                                   class_names=preset.class_names,
+                                                   train=replace(train_cfg, seed=seed), progress=progress)
+            with timer(f"{name}: segment test set"):
+                seg = segment(source, ensemble, test_set.images, progress=progress)
             ev = evaluate_labels(seg.labels, test_set.masks, preset.num_classes, preset.ignore_label,
                                  preset.class_names)
             if seed == seeds[0]:
                 save_ensemble(out / ("ensemble" if name == "direct DDPM" else "ensemble_colour"), ensemble,
                               {"training": {**train_log, "seed": seed}})
-            results[name].append({"seed": seed, "miou": ev.miou, "iou": ev.iou, "train_seconds": round(t_train, 2),
-                                  "segment_seconds": round(t_seg, 2)})
-            timings[f"{name}: train (seed {seed})"] = t_train
-            timings[f"{name}: segment {test} images (seed {seed})"] = t_seg
+            results[name].append({"seed": seed, "miou": ev.miou, "iou": ev.iou})
             log(f"{name} seed {seed}: mIoU {100 * ev.miou:.1f}")
+    return {name: {"miou_mean": float(np.mean([r["miou"] for r in rs])),
+                   "miou_std": float(np.std([r["miou"] for r in rs])), "runs": rs} for name, rs in results.items()}
 
-    summary = {name: {"miou_mean": float(np.mean([r["miou"] for r in rs])),
-                      "miou_std": float(np.std([r["miou"] for r in rs])),
-                      "runs": rs} for name, rs in results.items()}
+
+def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
+             model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
+             sampler: str = "dpm++", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 12,
+             input_scale: int = 2, train_cfg: EnsembleTrainConfig | None = None, progress: bool = True,
+             log=print) -> dict:
+    """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0."""
+    out = Path(out)
+    timer = _Timer()
+    preset = EMBEDDED
+    train_cfg = train_cfg or EnsembleTrainConfig()
+    with timer("dataset"):
+        write_procedural_dataset(out / "data", train=train, test=test)
+        train_set = read_labelled(out / "data" / "real" / "train", preset.num_classes, preset.ignore_label)
+        test_set = read_labelled(out / "data" / "real" / "test", preset.num_classes, preset.ignore_label)
+    generator = load_generator(model)
     report = {"train_images": train, "test_images": test, "seeds": list(seeds), "model": model,
-              "features": preset.features.to_dict(), "results": summary,
-              "timings_seconds": {k: round(v, 2) for k, v in timings.items()}}
+              "features": preset.features.to_dict()}
+    report["direct"] = _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out, timer, progress, log)
+    if pairs > 0:
+        report["datasetddpm"] = _datasetddpm(out, generator, train_set, pairs=pairs, labeller=labeller,
+                                             annotated=annotated, sampler=sampler, sampling_steps=sampling_steps,
+                                             workers=workers, deeplab_epochs=deeplab_epochs,
+                                             input_scale=input_scale, train_cfg=train_cfg, timer=timer,
+                                             progress=progress, log=log)
+    report["timings_seconds"] = {k: round(v, 1) for k, v in timer.stages.items()}
+    report["total_seconds"] = round(sum(timer.stages.values()), 1)
     write_json(out / "demo.json", report)
     return report
+
+
+def _datasetddpm(out: Path, generator, train_set, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
+                 deeplab_epochs, input_scale, train_cfg, timer, progress, log) -> dict:
+    from .compare import compare
+    from .pipeline.config import SampleConfig
+    from .pipeline.finalize import finalize_run
+    from .pipeline.generate import sample_run
+    from .segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
+    from .data.generated import GeneratedPairs
+    preset = EMBEDDED
+    ensemble_dir = out / "ensemble"
+    if labeller == "generated":  # the paper's protocol: annotate a few generated samples (oracle = annotator)
+        from .pipeline.annotate import export_for_annotation
+        from .segmenters.model import load_segmenter
+        with timer("labeller: sample + annotate generated images"):
+            export_for_annotation(generator, annotated, out / "annotated", sampler=sampler, num_steps=sampling_steps,
+                                  oracle=load_segmenter(EMBEDDED_ORACLE_DIR))
+            ann = read_labelled(out / "annotated", preset.num_classes, preset.ignore_label)
+        with timer("labeller: train ensemble on generated"):
+            ens, log_ = fit_ensemble(FeatureSource(generator, preset.features), ann.images, ann.masks,
+                                     num_classes=preset.num_classes, ignore_label=preset.ignore_label,
+                                     class_names=preset.class_names, train=train_cfg, progress=progress)
+            ensemble_dir = out / "ensemble_generated"
+            save_ensemble(ensemble_dir, ens, {"training": log_})
+    n = int(np.ceil(pairs / 0.9))  # the global filter drops 10 %
+    run = out / "run"
+    with timer(f"sample + label {n} ({sampler}-{sampling_steps})"):
+        sample_run(run, SampleConfig(model=generator.source, n=n, sampler=sampler, sampling_steps=sampling_steps,
+                                     batch_size=50, shard_size=100),
+                   ensemble=ensemble_dir, workers=workers, threads=1 if workers > 1 else None, progress=progress)
+    with timer("filter (global drop of 10 %)"):
+        card = finalize_run(run, max_pairs=pairs)
+    with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale})"):
+        images, masks = GeneratedPairs(run).arrays()
+        cfg = DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale)
+        result = train_deeplab(images, masks, train_set.images, train_set.masks, out / "deeplab", cfg,
+                               num_classes=preset.num_classes, ignore_label=preset.ignore_label,
+                               class_names=preset.class_names, data_key=card["config_hash"], progress=progress)
+    with timer("compare on the test set"):
+        cmp = compare(ensemble_dir, out / "deeplab" / "best", out / "data", out / "compare",
+                      model=generator.source, progress=progress)
+    log(f"DeepLabV3 (synthetic) mIoU {100 * cmp['methods']['DeepLabV3 (synthetic)']['miou']:.1f} vs direct "
+        f"{100 * cmp['methods']['direct DDPM']['miou']:.1f}")
+    return {"labeller": labeller, "pairs": card["counts"], "sampler": sampler, "sampling_steps": sampling_steps,
+            "deeplab": {**result, "input_scale": input_scale}, "compare": cmp["methods"]}

@@ -99,3 +99,19 @@ def test_kept_ids_global_drop():
     keep = kept_ids(ids, u, 0.1, 50_000)
     assert len(keep) == 90 and set(ids[np.argsort(u)[:90]]) == keep
     assert len(kept_ids(ids, u, 0.1, 30)) == 30
+
+
+def test_for_annotation_exports_a_labelled_folder_layout(tiny_model_dir, tmp_path, monkeypatch):
+    from datasetddpm import presets
+    from datasetddpm.segmenters.model import SegmenterConfig, create_segmenter, save_segmenter
+    oracle_dir = tmp_path / "oracle"
+    save_segmenter(oracle_dir, create_segmenter(SegmenterConfig(num_classes=7, arch="unet")))
+    monkeypatch.setattr(presets, "EMBEDDED_ORACLE_DIR", oracle_dir)
+    out = tmp_path / "ann"
+    result = runner.invoke(app, ["sample", "--for-annotation", "3", "--oracle-annotate", "--out", str(out), "--model",
+                                 str(tiny_model_dir), "--sampling-steps", "2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    from datasetddpm.data.folders import read_labelled
+    labelled = read_labelled(out, 7)
+    assert len(labelled) == 3 and labelled.masks.max() < 7
+    assert len(json.loads((out / "samples.json").read_text())["seeds"]) == 3

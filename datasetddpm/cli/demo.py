@@ -19,32 +19,48 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/demo"),
     train: Annotated[int, typer.Option(help="Labelled training images.")] = 20,
     test: Annotated[int, typer.Option(help="Labelled test images.")] = 200,
-    seeds: Annotated[int, typer.Option(help="Repeat ensemble training over this many seeds (0..N-1).")] = 1,
+    seeds: Annotated[int, typer.Option(help="Repeat the direct-mode ensembles over this many seeds (0..N-1).")] = 1,
+    pairs: Annotated[int, typer.Option(help="DatasetDDPM pairs to keep after the 10 % filter (0 = direct mode only).")] = 500,
+    labeller: Annotated[str, typer.Option(help="real: ensemble on the real labelled images; generated: on oracle-annotated samples (paper).")] = "real",
+    sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "dpm++",
+    sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 20,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling.")] = 2,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 12,
+    input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling (32 px images).")] = 2,
     model: Annotated[str, typer.Option(help="Diffusion checkpoint ('embedded' = shipped).")] = "embedded",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Direct DDPM mode end to end on the embedded domain, against the RGB-3x3 colour baseline."""
+    """The whole pipeline on the embedded domain: direct mode vs colour, then DatasetDDPM vs direct mode."""
     from ..demo import run_demo
+    if labeller not in ("real", "generated"):
+        from ..errors import OptionError
+        raise OptionError("--labeller", f"must be real or generated, got {labeller!r}")
     opt.set_threads(threads)
-    report = run_demo(out, train=train, test=test, seeds=tuple(range(seeds)), model=model, progress=not quiet)
+    report = run_demo(out, train=train, test=test, seeds=tuple(range(seeds)), model=model, pairs=pairs,
+                      labeller=labeller, sampler=sampler, sampling_steps=sampling_steps, workers=workers,
+                      deeplab_epochs=deeplab_epochs, input_scale=input_scale, progress=not quiet)
     console = Console()
-    table = Table(title=f"Direct mode on the embedded domain: {train} labelled, {test} test images, {seeds} seed(s)")
-    table.add_column("method")
-    table.add_column("mIoU (%)", justify="right")
-    names = list(next(iter(report["results"].values()))["runs"][0]["iou"])
-    for name in names:
-        table.add_column(name, justify="right")
-    for method, r in report["results"].items():
+    direct = report["direct"]
+    names = list(next(iter(direct.values()))["runs"][0]["iou"])
+    table = Table(title=f"Direct mode: {train} labelled, {test} test images, {seeds} seed(s)")
+    for col in ("method", "mIoU (%)", *names):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for method, r in direct.items():
         per_class = [np.mean([run["iou"][n] for run in r["runs"]]) for n in names]
         table.add_row(method, f"{100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f}",
                       *[f"{100 * v:.0f}" for v in per_class])
     console.print(table)
-    times = Table(title="time per stage (s)")
+    if "datasetddpm" in report:
+        from .deeplab import print_compare
+        d = report["datasetddpm"]
+        print_compare({"test_images": test, "methods": d["compare"]})
+        console.print(f"pairs: {d['pairs']}; labeller: {d['labeller']}; DeepLabV3 best epoch "
+                      f"{d['deeplab']['best_epoch']} (input x{d['deeplab']['input_scale']})")
+    times = Table(title=f"time per stage (total {report['total_seconds']:.0f} s)")
     times.add_column("stage")
     times.add_column("seconds", justify="right")
     for stage, s in report["timings_seconds"].items():
         times.add_row(stage, f"{s:.1f}")
     console.print(times)
     console.print(f"report: {out}/demo.json")
-

@@ -26,6 +26,8 @@ def sample_command(
     batch_size: Annotated[int, typer.Option(help="Samples per UNet batch (part of the run config).")] = 50,
     shard_size: Annotated[int, typer.Option(help="Samples per shard (a multiple of --batch-size).")] = 500,
     ensemble: Annotated[Optional[Path], typer.Option(help="Label each shard as it is made (fused) with this ensemble.")] = None,
+    for_annotation: Annotated[Optional[int], typer.Option(help="Instead of a run: export K samples as a folder for annotators.")] = None,
+    oracle_annotate: Annotated[bool, typer.Option("--oracle-annotate", help="With --for-annotation on the embedded domain: the oracle writes the masks.")] = False,
     workers: Workers = 1,
     gpus: Gpus = 0,
     device: Device = "cpu",
@@ -35,6 +37,19 @@ def sample_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Sample images by reverse diffusion into sharded, resumable output (optionally labelling them)."""
+    if for_annotation:
+        from ..generators.diffusion import load_generator
+        from ..pipeline.annotate import export_for_annotation
+        oracle = None
+        if oracle_annotate:
+            from ..presets import EMBEDDED_ORACLE_DIR
+            from ..segmenters.model import load_segmenter
+            oracle = load_segmenter(EMBEDDED_ORACLE_DIR)
+        opt.set_threads(threads)
+        paths = export_for_annotation(load_generator(model), for_annotation, out, seed=seed, sampler=sampler,
+                                      num_steps=sampling_steps, batch_size=batch_size, oracle=oracle)
+        typer.echo(f"wrote {len(paths)} samples for annotation to {out}" + (" (masks by the oracle)" if oracle else ""))
+        return
     from ..pipeline.config import SampleConfig
     from ..pipeline.generate import sample_run
     cfg = SampleConfig(model=model, n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
