@@ -105,3 +105,19 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     meta = tensor_json(tensors[prefix + "meta"])
     state = {int(i): {n: tensors[f"{prefix}{i}.{n}"] for n in names} for i, names in meta["tensor_names"].items()}
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def write_checkpoint(directory: str | Path, weights: dict[str, torch.Tensor], *, meta_file: str, weights_file: str,
+                     fmt: str, body: dict) -> None:
+    """A checkpoint folder: safetensors weights + a JSON file naming its format (tuples become lists)."""
+    directory = Path(directory)
+    save_tensors(directory / weights_file, weights)
+    write_json(directory / meta_file, {"format": fmt, "version": 1, **body})
+
+
+def read_checkpoint_meta(directory: str | Path, meta_file: str, fmt: str, what: str) -> dict:
+    path = Path(directory) / meta_file
+    meta = read_json(path)
+    if meta.get("format") != fmt:
+        raise InputError(path, f"not a DatasetDDPM {what} (format={meta.get('format')!r})")
+    return meta

@@ -49,7 +49,7 @@ EMBEDDED = Preset(
     class_names=EMBEDDED_CLASSES,
     resolution=32,
     # Chosen with `datasetddpm probe` on the shipped model (docs/probe_embedded.png).
-    features=FeatureSpec(blocks=(1, 2, 3, 4), steps=(50, 150, 250), noise_seed=0),
+    features=FeatureSpec(blocks=(0, 1, 2, 3, 4, 5), steps=(10, 50, 100), noise_seed=0),
     model="embedded",
     notes="procedural critters, 32 px, 7 classes",
 )

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .direct import CachedSource, FeatureSource, evaluate_labels, fit_ensemble, segment
 from .ensemble.train import EnsembleTrainConfig

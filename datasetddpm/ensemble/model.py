@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..generators.base import FeatureSpec
-from ..io import load_state_strict, load_tensors, read_json, save_tensors, write_json
+from ..io import load_state_strict, load_tensors, read_checkpoint_meta, write_checkpoint
 
 FORMAT = "datasetddpm.ensemble"
 
@@ -102,22 +101,16 @@ class PixelEnsemble(nn.Module):
 
 
 def save_ensemble(directory: str | Path, ensemble: PixelEnsemble, extra: dict | None = None) -> None:
-    directory = Path(directory)
-    cfg = asdict(ensemble.cfg)
-    cfg["class_names"] = list(cfg["class_names"])
-    save_tensors(directory / "ensemble.safetensors", ensemble.state_dict())
-    write_json(directory / "ensemble.json", {"format": FORMAT, "version": 1, "ensemble": cfg, **(extra or {})})
+    write_checkpoint(directory, ensemble.state_dict(), meta_file="ensemble.json", weights_file="ensemble.safetensors",
+                     fmt=FORMAT, body={"ensemble": asdict(ensemble.cfg), **(extra or {})})
 
 
 def load_ensemble(directory: str | Path) -> PixelEnsemble:
-    directory = Path(directory)
-    meta = read_json(directory / "ensemble.json")
-    if meta.get("format") != FORMAT:
-        raise InputError(directory / "ensemble.json", f"not a DatasetDDPM ensemble (format={meta.get('format')!r})")
-    raw = dict(meta["ensemble"])
+    raw = dict(read_checkpoint_meta(directory, "ensemble.json", FORMAT, "ensemble")["ensemble"])
     raw["class_names"] = tuple(raw.get("class_names", ()))
     if raw.get("hidden"):
         raw["hidden"] = tuple(raw["hidden"])
     ensemble = PixelEnsemble(EnsembleConfig(**raw))
-    load_state_strict(ensemble, load_tensors(directory / "ensemble.safetensors"), directory / "ensemble.safetensors")
+    weights = Path(directory) / "ensemble.safetensors"
+    load_state_strict(ensemble, load_tensors(weights), weights)
     return ensemble.eval()

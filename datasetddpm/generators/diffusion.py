@@ -17,7 +17,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from ..errors import InputError, OptionError
-from ..io import load_state_strict, load_tensors, read_json, save_tensors, write_json
+from ..io import load_state_strict, load_tensors, read_checkpoint_meta, write_checkpoint
 from .base import FeatureSpec
 
 CHECKPOINT_FORMAT = "datasetddpm.ddpm"
@@ -177,11 +177,9 @@ def unet_config_dict(unet: UNet2DModel) -> dict:
 
 def save_checkpoint(directory: str | Path, unet: UNet2DModel, scheduler_config: dict, extra: dict | None = None) -> None:
     """Write `config.json` + `model.safetensors` (the weights given, usually the EMA)."""
-    directory = Path(directory)
     sched = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
-    save_tensors(directory / "model.safetensors", unet.state_dict())
-    write_json(directory / "config.json", {"format": CHECKPOINT_FORMAT, "version": 1, "unet": unet_config_dict(unet),
-                                           "scheduler": sched, **(extra or {})})
+    write_checkpoint(directory, unet.state_dict(), meta_file="config.json", weights_file="model.safetensors",
+                     fmt=CHECKPOINT_FORMAT, body={"unet": unet_config_dict(unet), "scheduler": sched, **(extra or {})})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> DiffusionGenerator:
@@ -193,9 +191,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Diff
     directory = Path(path)
     if not directory.is_dir():
         raise InputError(directory, "model directory not found")
-    config = read_json(directory / "config.json")
-    if config.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(directory / "config.json", f"not a DatasetDDPM diffusion checkpoint (format={config.get('format')!r})")
+    config = read_checkpoint_meta(directory, "config.json", CHECKPOINT_FORMAT, "diffusion checkpoint")
     try:
         unet = UNet2DModel.from_config(config["unet"])
     except Exception as e:

@@ -11,7 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..direct import FeatureSource, segment
 from ..distributed import launch, resolve_world

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError, OptionError
-from ..io import load_state_strict, load_tensors, read_json, save_tensors, write_json
+from ..errors import OptionError
+from ..io import load_state_strict, load_tensors, read_checkpoint_meta, write_checkpoint
 
 FORMAT = "datasetddpm.segmenter"
 ARCHITECTURES = ("deeplabv3", "deeplabv3plus", "unet")
@@ -77,22 +77,16 @@ def create_segmenter(cfg: SegmenterConfig) -> Segmenter:
 
 
 def save_segmenter(directory: str | Path, model: Segmenter, extra: dict | None = None) -> None:
-    directory = Path(directory)
-    save_tensors(directory / "model.safetensors", model.state_dict())
-    cfg = asdict(model.cfg)
-    cfg["class_names"] = list(cfg["class_names"])
-    write_json(directory / "config.json", {"format": FORMAT, "version": 1, "segmenter": cfg, **(extra or {})})
+    write_checkpoint(directory, model.state_dict(), meta_file="config.json", weights_file="model.safetensors",
+                     fmt=FORMAT, body={"segmenter": asdict(model.cfg), **(extra or {})})
 
 
 def load_segmenter(directory: str | Path) -> Segmenter:
-    directory = Path(directory)
-    config = read_json(directory / "config.json")
-    if config.get("format") != FORMAT:
-        raise InputError(directory / "config.json", f"not a DatasetDDPM segmenter (format={config.get('format')!r})")
-    raw = dict(config["segmenter"])
+    raw = dict(read_checkpoint_meta(directory, "config.json", FORMAT, "segmenter")["segmenter"])
     raw["class_names"] = tuple(raw.get("class_names", ()))
     model = create_segmenter(SegmenterConfig(**raw))
-    load_state_strict(model, load_tensors(directory / "model.safetensors"), directory / "model.safetensors")
+    weights = Path(directory) / "model.safetensors"
+    load_state_strict(model, load_tensors(weights), weights)
     return model.eval()
 
 
