@@ -135,3 +135,35 @@ def evaluate_folder(ensemble_dir: str | Path, data: str | Path, out: str | Path 
     if out is not None:
         write_json(out, {"ensemble": str(ensemble_dir), "data": str(data), **ev.to_dict()})
     return ev
+
+
+def _deeplab_worker(rank: int, world: int, run: str, val: str, out: str, cfg_dict: dict, device: str, amp: bool,
+                    progress: bool) -> None:
+    from .data.generated import GeneratedPairs
+    from .segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
+    pairs = GeneratedPairs(run)
+    card = pairs.card
+    images, masks = pairs.arrays()
+    k, ignore = len(card["classes"]), card["ignore_label"]
+    real = read_labelled(resolve_split(val, "train"), k, ignore)
+    dev = f"cuda:{rank}" if device == "cuda" else "cpu"
+    train_deeplab(images, masks, real.images, real.masks, out, DeepLabTrainConfig(**cfg_dict), num_classes=k,
+                  ignore_label=ignore, class_names=tuple(card["classes"]),
+                  data_key=f"{card['config_hash']}/{card['labels_hash']}", device=dev, amp=amp, progress=progress)
+
+
+def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
+                      device: str = "cpu", amp: bool = False, threads: int | None = None,
+                      progress: bool = True) -> dict:
+    """DeepLabV3 on a finalized run's kept pairs, epoch chosen on real labelled images; data-parallel
+    over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL)."""
+    from dataclasses import asdict
+    from .distributed import launch, resolve_world
+    from .io import read_json
+    from .data.generated import GeneratedPairs
+    GeneratedPairs(run)  # validate the run before starting workers
+    world, backend, device = resolve_world(workers, gpus, device)
+    launch(_deeplab_worker, (str(run), str(val), str(out), asdict(cfg), device, amp, progress), world=world,
+           backend=backend, threads=threads)
+    best = read_json(Path(out) / "best" / "config.json")["training"]
+    return {"best_epoch": best["epoch"], "best_val_miou": best["val_miou"]}

@@ -66,3 +66,20 @@ def test_segment_needs_exactly_one_model(tiny_dataset, tmp_path):
 def test_train_deeplab_without_finalize_is_a_clear_error(tmp_path, tiny_dataset):
     r = _train(tmp_path, tiny_dataset, tmp_path / "o", 1)
     assert r.exit_code == 2 and "index.jsonl" in r.output and "finalize" in r.output
+
+
+def test_train_deeplab_data_parallel_on_two_gloo_workers_with_amp(finished_run, tiny_dataset, tmp_path):
+    r = runner.invoke(app, [str(a) for a in ["train-deeplab", "--run", finished_run, "--val", tiny_dataset, "--out",
+                                             tmp_path / "ddp", "--epochs", 1, "--workers", 2, "--amp", "--threads",
+                                             1, "--quiet"]])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "ddp" / "train_config.json").read_text())
+    assert meta["world"] == 2 and meta["amp"] is True
+    assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
+    assert len((tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()) == 1  # rank 0 logs once
+
+
+def test_train_deeplab_gpus_without_gpus(finished_run, tiny_dataset, tmp_path):
+    r = runner.invoke(app, [str(a) for a in ["train-deeplab", "--run", finished_run, "--val", tiny_dataset, "--out",
+                                             tmp_path / "g2", "--gpus", 2, "--quiet"]])
+    assert r.exit_code == 2 and "--gpus: asked for 2 GPU worker(s)" in r.output

@@ -25,25 +25,21 @@ def train_deeplab_command(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Disable albumentations augmentations.")] = False,
+    workers: Annotated[int, typer.Option(help="Data-parallel CPU worker processes (gloo).")] = 1,
+    gpus: Annotated[int, typer.Option(help="Data-parallel GPU workers (NCCL); 0 = none.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda, for --workers.")] = "cpu",
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast on CPU, fp16 + scaler on CUDA).")] = False,
     seed: opt.Seed = 0,
-    threads: opt.Threads = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train DeepLabV3 from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
-    from ..data.folders import read_labelled, resolve_split
-    from ..data.generated import GeneratedPairs
-    from ..segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
-    opt.set_threads(threads)
-    pairs = GeneratedPairs(run)
-    card = pairs.card
-    images, masks = pairs.arrays()
-    k, ignore = len(card["classes"]), card["ignore_label"]
-    real = read_labelled(resolve_split(val, "train"), k, ignore)
+    from ..segmenters.train_deeplab import DeepLabTrainConfig
+    from ..workflows import train_deeplab_run
     cfg = DeepLabTrainConfig(arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
                              batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed)
-    result = train_deeplab(images, masks, real.images, real.masks, out, cfg, num_classes=k, ignore_label=ignore,
-                           class_names=tuple(card["classes"]), data_key=f"{card['config_hash']}/{card['labels_hash']}",
-                           progress=not quiet)
+    result = train_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device, amp=amp,
+                               threads=threads, progress=not quiet)
     typer.echo(f"best epoch {result['best_epoch']} (mIoU on real train images {100 * result['best_val_miou']:.1f}); "
                f"model: {out}/best")
 
