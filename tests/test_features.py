@@ -105,3 +105,17 @@ def test_tiny_regions_become_ignore_with_threshold_scaled_by_area():
     small[5, 5:7] = 4
     out = drop_tiny_regions(small, 0)
     assert out[0, 0] == 0 and (out[5, 5:7] == 4).all()
+
+
+def test_samplers_are_diffusers_schedulers_and_samples_depend_only_on_their_seed(tiny_generator):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    assert isinstance(tiny_generator.make_sampler("ddim", 10), DDIMScheduler)
+    dpm = tiny_generator.make_sampler("dpm++", 10)
+    assert isinstance(dpm, DPMSolverMultistepScheduler) and dpm.config.thresholding  # x0 kept in range
+    with pytest.raises(OptionError, match="unknown sampler"):
+        tiny_generator.make_sampler("euler", 10)
+    for sampler in ("ddpm", "ddim", "dpm++"):
+        pair = tiny_generator.sample([5, 9], sampler=sampler, num_steps=3)
+        alone = tiny_generator.sample([9], sampler=sampler, num_steps=3)
+        assert pair.shape == (2, 3, 32, 32) and pair.dtype == torch.uint8
+        assert (pair[1].int() - alone[0].int()).abs().max() <= 1  # CPU kernels differ across batch sizes by rounding

@@ -150,7 +150,12 @@ class DiffusionGenerator:
             raise OptionError("--sampler", f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
         if not 1 <= num_steps <= self.num_train_timesteps:
             raise OptionError("--sampling-steps", f"{num_steps} is outside [1, {self.num_train_timesteps}]")
-        sampler = SAMPLERS[name].from_config(self.scheduler_config)
+        config = dict(self.scheduler_config)
+        if name == "dpm++" and config.get("clip_sample", True):
+            # Pixel-space DDPMs clip x0 to [-1, 1]; DPM-Solver++ has no clip, and without (dynamic)
+            # thresholding its early x0 predictions blow up (measured: saturated, structureless samples).
+            config.update(thresholding=True, sample_max_value=float(config.get("clip_sample_range", 1.0)))
+        sampler = SAMPLERS[name].from_config(config)
         sampler.set_timesteps(num_steps)
         return sampler
 
