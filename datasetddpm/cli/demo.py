@@ -25,7 +25,7 @@ def demo_command(
     sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 20,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling.")] = 2,
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 10,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling (32 px images).")] = 2,
     model: Annotated[str, typer.Option(help="Diffusion checkpoint ('embedded' = shipped).")] = "embedded",
     threads: opt.Threads = None,
