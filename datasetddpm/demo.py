@@ -44,8 +44,9 @@ class _Timer:
 
 def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Path, timer: _Timer, progress, log):
     preset = EMBEDDED
-    methods = {"direct DDPM": CachedSource(FeatureSource(generator, preset.features)),
-               "colour RGB-3x3": CachedSource(FeatureSource())}
+    methods = {"direct DDPM": FeatureSource(generator, preset.features), "colour RGB-3x3": FeatureSource()}
+    if len(seeds) > 1:  # reuse each batch's native-resolution maps across seeds (memory for speed)
+        methods = {name: CachedSource(source) for name, source in methods.items()}
     results: dict[str, list[dict]] = {name: [] for name in methods}
     for name, source in methods.items():
         for seed in seeds:
@@ -86,7 +87,7 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
               "features": preset.features.to_dict()}
     report["direct"] = _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out, timer, progress, log)
     if pairs > 0:
-        report["datasetddpm"] = _datasetddpm(out, generator, train_set, pairs=pairs, labeller=labeller,
+        report["datasetddpm"] = _datasetddpm(out, generator, pairs=pairs, labeller=labeller,
                                              annotated=annotated, sampler=sampler, sampling_steps=sampling_steps,
                                              workers=workers, deeplab_epochs=deeplab_epochs,
                                              input_scale=input_scale, train_cfg=train_cfg, timer=timer,
@@ -97,14 +98,14 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
     return report
 
 
-def _datasetddpm(out: Path, generator, train_set, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
+def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
                  deeplab_epochs, input_scale, train_cfg, timer, progress, log) -> dict:
     from .compare import compare
     from .pipeline.config import SampleConfig
     from .pipeline.finalize import finalize_run
     from .pipeline.generate import sample_run
-    from .segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
-    from .data.generated import GeneratedPairs
+    from .segmenters.train_deeplab import DeepLabTrainConfig
+    from .workflows import train_deeplab_run
     preset = EMBEDDED
     ensemble_dir = out / "ensemble"
     if labeller == "generated":  # the paper's protocol: annotate a few generated samples (oracle = annotator)
@@ -129,11 +130,9 @@ def _datasetddpm(out: Path, generator, train_set, *, pairs, labeller, annotated,
     with timer("filter (global drop of 10 %)"):
         card = finalize_run(run, max_pairs=pairs)
     with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale})"):
-        images, masks = GeneratedPairs(run).arrays()
-        cfg = DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale)
-        result = train_deeplab(images, masks, train_set.images, train_set.masks, out / "deeplab", cfg,
-                               num_classes=preset.num_classes, ignore_label=preset.ignore_label,
-                               class_names=preset.class_names, data_key=card["config_hash"], progress=progress)
+        result = train_deeplab_run(run, out / "data", out / "deeplab",
+                                   DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale),
+                                   progress=progress)
     with timer("compare on the test set"):
         cmp = compare(ensemble_dir, out / "deeplab" / "best", out / "data", out / "compare",
                       model=generator.source, progress=progress)
