@@ -79,13 +79,17 @@ def palette_for(num_classes: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def write_mask_png(path: str | Path, mask: np.ndarray, num_classes: int) -> None:
-    """A palette PNG: pixel values are class ids, colours make it readable."""
+def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
+    """A palette image: pixel values are class ids, colours make it readable (255 = white)."""
     flat = [0, 0, 0] * 256
     for i, c in enumerate(palette_for(min(num_classes, 255))):
         flat[3 * i: 3 * i + 3] = c
     flat[3 * 255: 3 * 256] = [255, 255, 255]
     im = Image.fromarray(mask.astype(np.uint8), mode="P")
     im.putpalette(flat)
+    return im
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray, num_classes: int) -> None:
     with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
+        mask_image(mask, num_classes).save(tmp, format="PNG")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.images import palette_for
+from ..data.images import mask_image
 from ..io import read_json, write_json
 
 
@@ -33,15 +33,7 @@ def sample_name(i: int) -> str:
 
 
 def png_bytes(array: np.ndarray, palette_classes: int | None = None) -> bytes:
-    if palette_classes is None:
-        im = Image.fromarray(array)
-    else:
-        im = Image.fromarray(array.astype(np.uint8), mode="P")
-        flat = [0, 0, 0] * 256
-        for c, rgb in enumerate(palette_for(min(palette_classes, 255))):
-            flat[3 * c: 3 * c + 3] = rgb
-        flat[3 * 255:] = [255, 255, 255]
-        im.putpalette(flat)
+    im = Image.fromarray(array) if palette_classes is None else mask_image(array, palette_classes)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
