@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow benchmarks benchmarks-quick install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(VENV)/.installed
 
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m slow
+
+# Full benchmarks rewrite benchmarks/results/*.json (~30 min on 2 busy cores); the quick ones
+# (about a minute) write to a temporary folder and fail if a correctness check fails.
+benchmarks: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py
+
+benchmarks-quick: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from .ensemble.model import EnsembleConfig, PixelEnsemble
-from .ensemble.predict import image_uncertainty, predict_pixels
+from .ensemble.fused import FusedHead
+from .ensemble.predict import image_uncertainty
 from .ensemble.train import EnsembleTrainConfig, train_ensemble
-from .features import FeatureBank, colour_maps, drop_tiny_regions, upsample_concat
+from .features import FeatureBank, colour_maps, drop_tiny_regions
 from .generators.base import FeatureSpec
 from .progress import progress_bar
 from .segmenters.metrics import confusion_matrix, iou_per_class, mean_iou
@@ -73,7 +74,7 @@ def build_bank(source: FeatureSource, images: np.ndarray, masks: np.ndarray, ign
                batch_size: int = 8, dtype: torch.dtype = torch.float32, progress: bool = True) -> FeatureBank:
     """Native-resolution features + hygiene-cleaned masks of a labelled set."""
     H, W = images.shape[1:3]
-    bank = FeatureBank(H, W, dtype)
+    bank = FeatureBank(H, W, dtype, capacity=len(images))  # allocated once: no second copy
     with progress_bar(progress) as bar:
         task = bar.add_task("features", total=len(images), info="")
         for i, x in _batches(images, batch_size):
@@ -106,22 +107,27 @@ class Segmentation:
 @torch.no_grad()
 def segment(source: FeatureSource, ensemble: PixelEnsemble, images: np.ndarray, *, batch_size: int = 8,
             progress: bool = True) -> Segmentation:
-    """Segment images; the UNet runs in batches, but only one image's full-resolution features exist at a time."""
+    """Segment images. The UNet runs in batches; the ensemble runs through `FusedHead` (fc1 at each
+    map's native resolution, then upsampling of its small output), so no (d, H, W) feature tensor
+    is ever built. Labels equal the materialised path's up to near-ties."""
     N, H, W = images.shape[:3]
     labels = np.zeros((N, H, W), dtype=np.int64)
     unc = np.zeros((N, H, W), dtype=np.float32)
     scores = np.zeros(N, dtype=np.float32)
+    head = None
     with progress_bar(progress) as bar:
         task = bar.add_task("segment", total=N, info="")
         for i, x in _batches(images, batch_size):
             maps = source.maps(x)
-            for j in range(len(x)):
-                feats = upsample_concat([m[j:j + 1] for m in maps], (H, W))[0]  # (D, H, W), one image
-                lab, u = predict_pixels(ensemble, feats.flatten(1).T)
-                labels[i + j] = lab.view(H, W).numpy()
-                unc[i + j] = u.view(H, W).numpy()
-                scores[i + j] = image_uncertainty(u)
-                del feats
+            head = head or FusedHead(ensemble.eval(), [m.shape[1] for m in maps])
+            # Small images go through the head together (fewer, larger ops); large ones one at a
+            # time, as its activations take ~5 KB a pixel.
+            step = max(1, 2**16 // (H * W))
+            for j in range(0, len(x), step):
+                lab, u = head([m[j:j + step] for m in maps], (H, W))
+                labels[i + j:i + j + len(lab)] = lab.cpu().numpy()
+                unc[i + j:i + j + len(u)] = u.cpu().numpy()
+                scores[i + j:i + j + len(u)] = [image_uncertainty(v) for v in u]
             bar.update(task, advance=len(x))
     return Segmentation(labels, unc, scores)
 

@@ -20,38 +20,64 @@ def upsample_concat(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Te
 
 
 def _bilinear_taps(dst: torch.Tensor, src_size: int, dst_size: int):
-    """Source indices and weights that F.interpolate(bilinear, align_corners=False) uses."""
+    """Source indices and (float64) weights that F.interpolate(bilinear, align_corners=False) uses
+    along one axis: dst -> (1 - lam) * src[i0] + lam * src[i1]."""
     scale = src_size / dst_size
     src = ((dst.to(torch.float64) + 0.5) * scale - 0.5).clamp(min=0.0)
     i0 = src.floor().long().clamp(max=src_size - 1)
     i1 = (i0 + 1).clamp(max=src_size - 1)
-    lam = (src - i0.to(torch.float64)).to(torch.float32)
-    return i0, i1, lam
+    return i0, i1, src - i0.to(torch.float64)
 
 
 class FeatureBank:
-    """Feature maps of many images kept at native resolution, plus their full-resolution masks."""
+    """Feature maps of many images kept at native resolution, plus their full-resolution masks.
 
-    def __init__(self, height: int, width: int, dtype: torch.dtype = torch.float32):
-        self.height, self.width, self.dtype = height, width, dtype
-        self.maps: list[list[torch.Tensor]] = []  # per map index: list of (C, h, w) per image
+    Each map is stored as rows of (N * h_k * w_k, C_k), so gathering pixels is one index_select per
+    bilinear tap. With `capacity` (the number of images, when known) every map is allocated once and
+    batches are written in place; without it, batches are kept apart until `finalize` concatenates
+    them, which briefly needs a second copy (and the allocator may keep the pieces' memory).
+    """
+
+    def __init__(self, height: int, width: int, dtype: torch.dtype = torch.float32, capacity: int | None = None):
+        self.height, self.width, self.dtype, self.capacity = height, width, dtype, capacity
+        self.stacked: list[torch.Tensor] = []  # per map index: (N * h * w, C) rows
+        self.pieces: list[list[torch.Tensor]] = []  # without capacity: per map index, one piece per batch
         self.masks: list[torch.Tensor] = []
+        self.count = 0
 
     def add(self, maps: list[torch.Tensor], masks: torch.Tensor | None = None) -> None:
         """Add a batch: maps (B, C_k, h_k, w_k) and masks (B, H, W)."""
-        if not self.maps:
-            self.maps = [[] for _ in maps]
-        for store, m in zip(self.maps, maps):
-            store.extend(m.to(self.dtype).unbind(0))
+        B = maps[0].shape[0]
+        if self.count == 0:
+            self.sizes = [tuple(m.shape[-2:]) for m in maps]
+            if self.capacity is None:
+                self.pieces = [[] for _ in maps]
+            else:
+                self.stacked = [torch.empty(self.capacity * h * w, m.shape[1], dtype=self.dtype, device=m.device)
+                                for m, (h, w) in zip(maps, self.sizes)]
+        if self.capacity is not None and self.count + B > self.capacity:
+            raise ValueError(f"FeatureBank capacity is {self.capacity} images")
+        for k, m in enumerate(maps):
+            _, C, h, w = m.shape
+            if self.capacity is None:
+                rows = torch.empty(B * h * w, C, dtype=self.dtype, device=m.device)
+                self.pieces[k].append(rows)
+            else:
+                rows = self.stacked[k][self.count * h * w:(self.count + B) * h * w]
+            rows.view(B, h, w, C).copy_(m.detach().permute(0, 2, 3, 1))  # layout and dtype in one copy
+        self.count += B
         if masks is not None:
             self.masks.extend(masks.long().unbind(0))
 
     def finalize(self) -> "FeatureBank":
-        # Rows of (N * h_k * w_k, C_k): gathering pixels is then one index_select per tap.
-        self.stacked = [torch.stack(s).permute(0, 2, 3, 1).reshape(-1, s[0].shape[0]).contiguous() for s in self.maps]
-        self.sizes = [tuple(s[0].shape[-2:]) for s in self.maps]
+        if self.capacity is None:
+            for store in self.pieces:
+                self.stacked.append(torch.cat(store) if len(store) > 1 else store[0])
+                store.clear()  # free each map's pieces before the next concatenation
+        else:
+            self.stacked = [s[:self.count * h * w] for s, (h, w) in zip(self.stacked, self.sizes)]
         self.mask_tensor = torch.stack(self.masks) if self.masks else None
-        self.maps = []
+        self.pieces, self.masks = [], []
         return self
 
     @property
@@ -65,18 +91,20 @@ class FeatureBank:
     def nbytes(self) -> int:
         return sum(m.numel() * m.element_size() for m in self.stacked)
 
-    def gather(self, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(P,) image, row, column indices -> (P, D) float32 features, equal to upsample_concat's."""
+    def gather(self, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(P,) image, row, column indices -> (P, D) features, equal to upsample_concat's; computed
+        in `dtype` (float32 for training; float64 gives reference values in tests)."""
         out = []
         for m, (h, w) in zip(self.stacked, self.sizes):
             def rows(yy, xx):
-                return m.index_select(0, (n * h + yy) * w + xx).float()
+                return m.index_select(0, (n * h + yy) * w + xx).to(dtype)
             if (h, w) == (self.height, self.width):
                 out.append(rows(y, x))
                 continue
             y0, y1, ly = _bilinear_taps(y, h, self.height)
             x0, x1, lx = _bilinear_taps(x, w, self.width)
-            ly, lx = ly[:, None], lx[:, None]
+            ly, lx = ly[:, None].to(dtype), lx[:, None].to(dtype)
             top = rows(y0, x0) * (1 - lx) + rows(y0, x1) * lx
             bottom = rows(y1, x0) * (1 - lx) + rows(y1, x1) * lx
             out.append(top * (1 - ly) + bottom * ly)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,8 +65,9 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(path, f"not a readable safetensors file ({e})") from None
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
-    """load_state_dict that names missing/unexpected keys and shape mismatches in one line."""
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source, *, assign: bool = False) -> None:
+    """load_state_dict that names missing/unexpected keys and shape mismatches in one line.
+    assign=True adopts the given tensors (for modules built on the meta device, no copy)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -77,7 +80,49 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
                 shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
                 parts.append(f"{name}: {shown}")
         raise InputError(source, "checkpoint does not match the model config; " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
+
+
+_STATE_WRAPPERS = ("state_dict", "model", "ema", "ema_model", "model_ema")  # training-script checkpoint dicts
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                       for k, v in obj.items())
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from `.safetensors`, or from a PyTorch file with `torch.load(weights_only=True)` only.
+
+    A pickle that needs arbitrary classes is refused: unpickling runs code named by the file. A dict that
+    wraps exactly one tensor dict under a usual key ("state_dict", "model", "ema", ...) is unwrapped, and
+    a "module." prefix on every key (DistributedDataParallel) is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    if path.suffix == ".safetensors":
+        return load_tensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise InputError(path, f"needs arbitrary unpickling{what}; refusing to run code from a checkpoint - "
+                               "save a plain state dict (torch.save(model.state_dict(), ...)) or safetensors") from None
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(path, f"not a readable PyTorch checkpoint ({reason})") from None
+    if not _is_tensor_dict(obj) and isinstance(obj, dict):
+        inner = [k for k in _STATE_WRAPPERS if _is_tensor_dict(obj.get(k))]
+        if len(inner) > 1:
+            raise InputError(path, f"holds several state dicts ({', '.join(inner)}); save the one to use on its own")
+        if inner:
+            obj = obj[inner[0]]
+    if not _is_tensor_dict(obj):
+        raise InputError(path, "not a state dict of named tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
 
 
 def json_tensor(data) -> torch.Tensor:

@@ -24,12 +24,13 @@ from .segmenters.model import load_segmenter, predict
 
 @dataclass
 class Problem:
-    """Classes, ignore label and features for a run: a preset with optional overrides."""
+    """Classes, ignore label, features, model and image size for a run: a preset with optional overrides."""
 
     class_names: tuple[str, ...]
     ignore_label: int
     spec: FeatureSpec
     model: str
+    resolution: int | None = None  # image side the data must have; None: the model's own resolution
 
     @property
     def num_classes(self) -> int:
@@ -38,14 +39,34 @@ class Problem:
 
 def resolve_problem(preset: str = "embedded", *, model: str | None = None, blocks=None, steps=None,
                     noise_seed: int | None = None, ignore_label: int | None = None,
-                    num_classes: int | None = None) -> Problem:
+                    num_classes: int | None = None, resolution: int | None = None,
+                    class_names=None, require_model: bool = True) -> Problem:
+    """The preset's problem with overrides; `require_model=False` for the colour baseline (no features).
+
+    Class names: `class_names` when given, else the preset's, or class_0.. when `num_classes` differs."""
     p = get_preset(preset)
+    if model is None and p.model is None and require_model:
+        raise OptionError("--model", f"preset {p.name} ships no model: give --model adm:{p.adm_flags}:<{p.checkpoint}> "
+                                     "(the paper's ADM checkpoint) or a converted model folder")
     names = p.class_names
-    if num_classes is not None and num_classes != len(names):
+    if num_classes is not None and num_classes < 1:
+        raise OptionError("--num-classes", f"must be >= 1, got {num_classes}")
+    if class_names:
+        names = tuple(class_names)
+        if num_classes is not None and num_classes != len(names):
+            raise OptionError("--class-names", f"{len(names)} names but --num-classes {num_classes}")
+    elif num_classes is not None and num_classes != len(names):
         names = tuple(f"class_{k}" for k in range(num_classes))
+    if resolution is not None and resolution < 1:
+        raise OptionError("--resolution", f"must be >= 1, got {resolution}")
+    # Paper presets define their data at a fixed size (256); the embedded preset's 32 px belongs to its
+    # shipped model, so another model (a user's own DDPM) sets the size itself. No model, no constraint.
+    if resolution is None and require_model and (p.model is None or model is None):
+        resolution = p.resolution
     spec = FeatureSpec(tuple(blocks or p.features.blocks), tuple(steps or p.features.steps),
                        p.features.noise_seed if noise_seed is None else noise_seed)
-    return Problem(names, p.ignore_label if ignore_label is None else ignore_label, spec, model or p.model)
+    return Problem(names, p.ignore_label if ignore_label is None else ignore_label, spec, model or p.model or "",
+                   resolution)
 
 
 def source_for(problem_or_ensemble, *, colour: bool = False, model: str | None = None) -> FeatureSource:
@@ -64,9 +85,14 @@ def source_for(problem_or_ensemble, *, colour: bool = False, model: str | None =
     return FeatureSource(generator, problem.spec)
 
 
-def _check_sizes(source: FeatureSource, images: np.ndarray, paths: list[Path]) -> None:
+def _check_sizes(source: FeatureSource, images: np.ndarray, paths: list[Path], resolution: int | None = 0) -> None:
+    """`resolution` None: the images must have the model's own resolution; 0: any size the UNet takes."""
     if source.generator is None:
         return
+    side = source.generator.resolution
+    if resolution is None and images.shape[1:3] != (side, side):
+        raise InputError(paths[0], f"image is {images.shape[2]}x{images.shape[1]} but the model was trained at "
+                                   f"{side}x{side}: resize the data or pass --resolution")
     reason = source.generator.check_image_size(*images.shape[1:3])
     if reason:
         raise InputError(paths[0], reason)
@@ -77,9 +103,9 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
                           progress: bool = True) -> dict:
     """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`."""
     folder = resolve_split(data, "train")
-    labelled = read_labelled(folder, problem.num_classes, problem.ignore_label, limit)
+    labelled = read_labelled(folder, problem.num_classes, problem.ignore_label, limit, resolution=problem.resolution)
     source = source_for(problem, colour=colour)
-    _check_sizes(source, labelled.images, labelled.paths)
+    _check_sizes(source, labelled.images, labelled.paths, problem.resolution)
     train = train or EnsembleTrainConfig()
     t0 = time.time()
     ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
@@ -122,7 +148,9 @@ def evaluate_ensemble(ensemble: PixelEnsemble, data: str | Path, *, model: str |
                       progress: bool = True) -> Evaluation:
     cfg = ensemble.cfg
     folder = resolve_split(data, "test")
-    labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit)
+    # Features only mean what they meant in training at the training size.
+    size = cfg.resolution if cfg.feature_spec() is not None and cfg.resolution else None
+    labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit, resolution=size)
     source = source_for(ensemble, model=model)
     _check_sizes(source, labelled.images, labelled.paths)
     seg = segment(source, ensemble, labelled.images, progress=progress)

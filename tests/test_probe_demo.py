@@ -31,28 +31,6 @@ def test_demo_same_seed_same_miou(tiny_model_dir, tmp_path):
     assert (tmp_path / "a" / "demo.json").is_file() and (tmp_path / "a" / "ensemble" / "ensemble.json").is_file()
 
 
-def test_direct_mode_materialises_one_image_at_a_time(tiny_generator, monkeypatch):
-    import datasetddpm.direct as direct
-    from datasetddpm.ensemble.model import EnsembleConfig, PixelEnsemble
-    from datasetddpm.generators.base import FeatureSpec
-
-    seen = []
-    real = direct.upsample_concat
-
-    def spy(maps, size):
-        out = real(maps, size)
-        seen.append(out.shape[0])
-        return out
-
-    monkeypatch.setattr(direct, "upsample_concat", spy)
-    source = direct.FeatureSource(tiny_generator, FeatureSpec((1, 4), (50,)))
-    dim = sum(tiny_generator.feature_channels(source.spec))
-    ens = PixelEnsemble(EnsembleConfig(in_dim=dim, num_classes=7, members=2)).eval()
-    images, _ = render_batch(range(5))
-    seg = direct.segment(source, ens, images, batch_size=4, progress=False)
-    assert seen == [1] * 5 and seg.labels.shape == (5, 32, 32)
-
-
 def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     from datasetddpm.demo import run_demo
     from datasetddpm.ensemble.train import EnsembleTrainConfig

@@ -21,12 +21,15 @@ def train_ensemble_command(
     data: Annotated[Path, typer.Option(help="Labelled folder: a dataset root (uses real/train) or a folder of images + masks.")],
     out: opt.Out,
     preset: opt.Preset = "embedded",
-    model: Annotated[Optional[str], typer.Option(help="Diffusion checkpoint directory (default: the preset's).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Diffusion model: a checkpoint folder, 'embedded', or "
+                                                 "adm:<flags>:<file.pt> (default: the preset's; paper presets need one).")] = None,
     blocks: opt.Blocks = None,
     steps: opt.Steps = None,
     noise_seed: Annotated[Optional[int], typer.Option(help="Seed of the fixed feature noise (default: preset).")] = None,
     ignore_label: opt.IgnoreLabel = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Class count (default: the preset's).")] = None,
+    num_classes: opt.NumClasses = None,
+    class_names: opt.ClassNames = None,
+    resolution: opt.Resolution = None,
     colour: Annotated[bool, typer.Option(help="Use the RGB-3x3 colour baseline instead of diffusion features.")] = False,
     members: Annotated[int, typer.Option(help="MLPs in the ensemble.")] = 10,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N labelled images.")] = None,
@@ -34,13 +37,17 @@ def train_ensemble_command(
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Train the pixel MLP ensemble on a labelled folder; writes safetensors + JSON (no pickles)."""
+    """Train the pixel MLP ensemble on a labelled folder; writes safetensors + JSON (no pickles).
+
+    The checkpoint records the classes, ignore label, blocks, steps and model, so segment / evaluate /
+    label need no preset. Every image and mask is validated before any feature is computed."""
     from ..ensemble.train import EnsembleTrainConfig
     from ..workflows import resolve_problem, train_ensemble_folder
     opt.set_threads(threads)
     problem = resolve_problem(preset, model=model, blocks=opt.parse_ints("--blocks", blocks),
                               steps=opt.parse_ints("--steps", steps), noise_seed=noise_seed,
-                              ignore_label=ignore_label, num_classes=num_classes)
+                              ignore_label=ignore_label, num_classes=num_classes, resolution=resolution,
+                              class_names=opt.parse_names("--class-names", class_names), require_model=not colour)
     log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
                                 train=EnsembleTrainConfig(members=members, seed=seed), progress=not quiet)
     typer.echo(f"ensemble: {out} ({log['pixels']} pixels, {log['epochs']} epochs, {log['seconds_total']} s)")

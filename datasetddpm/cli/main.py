@@ -13,8 +13,9 @@ app = typer.Typer(name="datasetddpm", no_args_is_help=True, add_completion=False
                   help="Label-efficient semantic segmentation with diffusion models (DatasetDDPM).")
 
 
-def command(name: str):
-    """Register a command whose user errors become one line on stderr and exit code 2."""
+def command(name: str, group: typer.Typer | None = None):
+    """Register a command (on `app`, or on a sub-command `group`) whose user errors become one line on
+    stderr and exit code 2."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -25,7 +26,7 @@ def command(name: str):
                     raise
                 typer.echo(f"Error: {e}", err=True)
                 raise typer.Exit(2) from None
-        return app.command(name)(wrapper)
+        return (group or app).command(name)(wrapper)
     return decorate
 
 
@@ -36,7 +37,7 @@ def _root() -> None:
 
 def _register() -> None:
     # Importing a command module adds its commands to `app`.
-    from . import data, ddpm, deeplab, demo, ensemble, pipeline, probe  # noqa: F401
+    from . import convert, data, ddpm, deeplab, demo, ensemble, pipeline, presets, probe, study  # noqa: F401
 
 
 def get_app() -> typer.Typer:

@@ -13,10 +13,18 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gi
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
-Preset = Annotated[str, typer.Option("--preset", help="Named preset (classes, blocks, steps, resolution).")]
+Preset = Annotated[str, typer.Option("--preset", help="Named preset: classes, ignore label, blocks, steps, resolution "
+                                      "(embedded, bedroom_28, ffhq_34, cat_15, horse_21, celeba_19, ade_bedroom_30; "
+                                      "see `datasetddpm presets`).")]
 Blocks = Annotated[Optional[str], typer.Option("--blocks", help="Decoder blocks, ADM numbering, e.g. '5,6,7,8,12' (default: preset).")]
 Steps = Annotated[Optional[str], typer.Option("--steps", help="Diffusion steps t, e.g. '50,150,250' (default: preset).")]
 IgnoreLabel = Annotated[Optional[int], typer.Option("--ignore-label", help="Label id that marks unlabelled pixels (default: preset, usually 255).")]
+NumClasses = Annotated[Optional[int], typer.Option("--num-classes", help="Class count K, ids 0..K-1 (default: the "
+                                                   "preset's; another count names the classes class_0..).")]
+ClassNames = Annotated[Optional[str], typer.Option("--class-names", help="Comma-separated class names in id order "
+                                                   "(sets the class count; default: the preset's).")]
+Resolution = Annotated[Optional[int], typer.Option("--resolution", help="Image side the data must have (default: the "
+                                                   "preset's, or the model's own for a model of yours).")]
 
 
 def parse_ints(option: str, text: str | None) -> tuple[int, ...] | None:
@@ -36,3 +44,15 @@ def set_threads(threads: int | None) -> None:
     if threads:
         import torch
         torch.set_num_threads(threads)
+
+
+def parse_names(option: str, text: str | None) -> tuple[str, ...] | None:
+    from ..errors import OptionError
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise OptionError(option, f"expected comma-separated non-empty names, got {text!r}")
+    if len(set(names)) != len(names):
+        raise OptionError(option, "class names must be distinct")
+    return names

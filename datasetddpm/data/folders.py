@@ -1,7 +1,9 @@
 """Labelled image folders: the reference layout and users' own PNG masks.
 
 A labelled folder holds images (`<stem>.png|jpg|jpeg`) and, for each, a mask: `<stem>.npy` (H x W
-integer array, the reference layout) or `<stem>_mask.png` (palette or grayscale index image).
+array of any integer dtype, the reference layout; never unpickled) or `<stem>_mask.png` (palette or
+grayscale index image). A dataset root in the reference layout, `<root>/real/{train,test}/`, is
+accepted wherever a split is meant; annotated generated samples (`<root>/ddpm/`) are a folder too.
 Everything is validated before any output is written; each problem is one line naming the file.
 """
 
@@ -49,30 +51,42 @@ def mask_path_for(image: Path) -> Path | None:
     return None
 
 
-def read_images(directory: str | Path, limit: int | None = None) -> tuple[np.ndarray, list[Path]]:
-    """Unlabelled images of one size: (N, H, W, 3) uint8 and their paths."""
+def read_images(directory: str | Path, limit: int | None = None, *,
+                resolution: int | None = None) -> tuple[np.ndarray, list[Path]]:
+    """Unlabelled images of one size: (N, H, W, 3) uint8 and their paths. With `resolution`, every
+    image must be resolution x resolution (a diffusion model's features are only meaningful at the
+    size it was trained at, so a mismatch is refused rather than silently resized)."""
     paths = _image_paths(Path(directory))[:limit]
     if not paths:
         raise InputError(directory, "no .png/.jpg images found")
-    images = [read_image(p) for p in paths]
-    for p, im in zip(paths, images):
-        if im.shape != images[0].shape:
+    images = []
+    for p in paths:
+        im = read_image(p)
+        if resolution is not None and im.shape[:2] != (resolution, resolution):
+            raise InputError(p, f"image is {im.shape[1]}x{im.shape[0]} but this run expects {resolution}x{resolution} "
+                                f"(set by the preset, the ensemble or --resolution): resize the data")
+        if images and im.shape != images[0].shape:
             raise InputError(p, f"image is {im.shape[1]}x{im.shape[0]} but {paths[0].name} is "
                                 f"{images[0].shape[1]}x{images[0].shape[0]}; all images of a set must have one size")
+        images.append(im)
     return np.stack(images), paths
 
 
 def read_labelled(directory: str | Path, num_classes: int, ignore_label: int = 255,
-                  limit: int | None = None) -> LabelledSet:
-    """Read and validate a labelled folder: every image has a mask of its size with ids < K or ignore."""
+                  limit: int | None = None, *, resolution: int | None = None, palette=None) -> LabelledSet:
+    """Read and validate a labelled folder: every image (of `resolution`, when given) has a mask of its
+    size with ids < K or the ignore label. `palette` (RGB per class id) admits RGB colour masks."""
     directory = Path(directory)
-    images, paths = read_images(directory, limit)
+    if not _image_paths(directory):
+        raise InputError(directory, "no .png/.jpg images found: expected <stem>.png|jpg with <stem>.npy or "
+                                    f"<stem>{MASK_SUFFIX_PNG}, or a dataset root holding real/train and real/test")
+    images, paths = read_images(directory, limit, resolution=resolution)
     masks = []
     for p, im in zip(paths, images):
         mp = mask_path_for(p)
         if mp is None:
             raise InputError(p, f"no mask found (expected {p.stem}.npy or {p.stem}{MASK_SUFFIX_PNG})")
-        mask = read_mask(mp)
+        mask = read_mask(mp, palette)
         if mask.shape != im.shape[:2]:
             raise InputError(mp, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {im.shape[1]}x{im.shape[0]}")
         bad = (mask != ignore_label) & ((mask < 0) | (mask >= num_classes))

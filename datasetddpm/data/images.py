@@ -30,33 +30,83 @@ def read_image(path: str | Path) -> np.ndarray:
             im.load()
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(path, f"unreadable image ({e.__class__.__name__}: {e})") from None
+        raise InputError(path, f"unreadable image ({e.__class__.__name__}: {_first_line(e)})") from None
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """(H, W) integer mask from `.npy` (integer array, no pickles) or a palette / grayscale PNG."""
+NPY_MAGIC = b"\x93NUMPY"
+# PIL modes whose pixel values are class ids: palette, 8-bit / 16-bit / 32-bit grayscale, bilevel.
+INDEX_MODES = ("P", "L", "I", "I;16", "1")
+
+
+def read_mask(path: str | Path, palette=None) -> np.ndarray:
+    """(H, W) int64 class ids from `.npy` (integer array, never unpickled) or a palette / grayscale PNG.
+
+    RGB colour masks carry colours, not ids: they are refused unless `palette` (a sequence of RGB
+    triples, index = class id) says which colour is which class."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "mask file not found")
-    if path.suffix.lower() == ".npy":
-        try:
-            mask = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise InputError(path, f"unreadable mask ({e})") from None
-    else:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.mode not in ("P", "L", "I", "I;16"):
-                    raise InputError(path, f"mask PNG must be a palette or grayscale index image, got mode {im.mode}")
-                mask = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise InputError(path, f"unreadable mask ({e.__class__.__name__}: {e})") from None
+    mask = _read_npy(path) if path.suffix.lower() == ".npy" else _read_png_mask(path, palette)
     if mask.ndim == 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise InputError(path, f"mask must be a 2-D integer array, got shape {mask.shape} dtype {mask.dtype}")
+        raise InputError(path, f"mask must be a 2-D integer array (H x W class ids), got shape {mask.shape} "
+                               f"dtype {mask.dtype}")
     return mask.astype(np.int64)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise InputError(path, "not a .npy array file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickled" in str(e):
+            raise InputError(path, "mask holds Python objects, which would need unpickling (refused for safety); "
+                                   "save a plain integer array") from None
+        raise InputError(path, f"unreadable mask ({_first_line(e)})") from None
+    except (OSError, EOFError) as e:
+        raise InputError(path, f"unreadable mask ({_first_line(e)})") from None
+
+
+def _read_png_mask(path: Path, palette) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            pixels = np.asarray(im.convert("RGB") if mode in ("RGB", "RGBA") else im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(path, f"unreadable mask ({e.__class__.__name__}: {_first_line(e)})") from None
+    if mode in INDEX_MODES:
+        return pixels
+    if mode in ("RGB", "RGBA"):
+        if palette:
+            return colours_to_ids(path, pixels, palette)
+        raise InputError(path, f"mask PNG is an {mode} colour image, but masks hold class ids: save it as a palette (P) "
+                               "or grayscale (L) index PNG, or as a .npy array")
+    raise InputError(path, f"mask PNG must be a palette (P) or grayscale (L) index image, got mode {mode}")
+
+
+def colours_to_ids(path: Path, rgb: np.ndarray, palette) -> np.ndarray:
+    """Map an (H, W, 3) colour mask to class ids through `palette`; a colour not in it is an error."""
+    table = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    keys = (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]
+    order = np.argsort(keys, kind="stable")
+    pos = np.clip(np.searchsorted(keys[order], codes), 0, len(keys) - 1)
+    found = keys[order][pos] == codes
+    if not found.all():
+        y, x = np.argwhere(~found)[0]
+        raise InputError(path, f"colour {tuple(int(c) for c in rgb[y, x])} at pixel ({x}, {y}) is not in the palette")
+    return order[pos]
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else e.__class__.__name__
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:

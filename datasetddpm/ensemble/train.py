@@ -29,6 +29,7 @@ class EnsembleTrainConfig:
     min_epochs: int = 4  # the reference checks early stopping from epoch index 4 ("epoch > 3")
     patience: int = 50  # consecutive batches without a new best loss
     seed: int = 0
+    max_steps: int | None = None  # stop after this many optimisation steps (benchmarks, smoke runs)
 
 
 def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainConfig, *,
@@ -49,10 +50,12 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     t0, iterations = time.time(), 0
     with progress_bar(progress) as bar:
-        task = bar.add_task("train-ensemble", total=train.max_epochs * per_epoch, info="")
+        total = train.max_epochs * per_epoch
+        task = bar.add_task("train-ensemble", total=min(total, train.max_steps or total), info="")
         for epoch in range(train.max_epochs):
-            orders = torch.stack([torch.from_numpy(np.random.default_rng([train.seed, m, epoch]).permutation(P))
-                                  for m in range(M)])  # (M, P): each member its own global shuffle
+            orders = torch.empty(M, P, dtype=torch.long)  # each member its own global shuffle
+            for m in range(M):  # filled row by row: one permutation's temporary at a time, not M
+                orders[m] = torch.from_numpy(np.random.default_rng([train.seed, m, epoch]).permutation(P))
             for it in range(per_epoch):
                 idx = pixels[orders[:, it * B:(it + 1) * B].reshape(-1)]  # (M*B, 3)
                 x = bank.gather(idx[:, 0], idx[:, 1], idx[:, 2]).view(M, B, -1)
@@ -74,9 +77,9 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
                         stopped_at[m] = (epoch, it)
                         snapshots[m] = {k: v[m].clone() for k, v in ensemble.state_dict().items()}
                 bar.update(task, advance=1, info=f"epoch {epoch} active {int(active.sum())}/{M}")
-                if not active.any():
+                if not active.any() or iterations == train.max_steps:
                     break
-            if not active.any():
+            if not active.any() or iterations == train.max_steps:
                 break
     # Members that stopped early keep the parameters they had when they stopped (Adam moments
     # would otherwise keep moving them).

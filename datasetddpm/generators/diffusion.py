@@ -17,7 +17,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from ..errors import InputError, OptionError
-from ..io import load_state_strict, load_tensors, read_checkpoint_meta, write_checkpoint
+from ..io import (load_state_dict_file, load_state_strict, load_tensors, read_checkpoint_meta, read_json,
+                  write_checkpoint)
 from .base import FeatureSpec
 
 CHECKPOINT_FORMAT = "datasetddpm.ddpm"
@@ -168,10 +169,13 @@ class DiffusionGenerator:
         R = self.resolution
         x = torch.stack([torch.randn(3, R, R, generator=g) for g in gens]).to(device)
         x = x * scheduler.init_noise_sigma
+        # A learned-variance model (ADM learn_sigma) outputs eps and the variance; the DDPM step uses both.
+        keep_variance = isinstance(scheduler, DDPMScheduler) and scheduler.config.variance_type in ("learned",
+                                                                                                  "learned_range")
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(x, t)
-            eps = self.unet(model_in, t.to(device).expand(len(seeds))).sample[:, :3]
-            x = scheduler.step(eps, t, x, generator=gens).prev_sample
+            out = self.unet(model_in, t.to(device).expand(len(seeds))).sample
+            x = scheduler.step(out if keep_variance else out[:, :3], t, x, generator=gens).prev_sample
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
@@ -187,20 +191,75 @@ def save_checkpoint(directory: str | Path, unet: UNet2DModel, scheduler_config: 
                      fmt=CHECKPOINT_FORMAT, body={"unet": unet_config_dict(unet), "scheduler": sched, **(extra or {})})
 
 
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+# Attention names of diffusers folders saved before 0.14 (e.g. the google/ddpm-* family).
+_DEPRECATED_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def build_unet(config: dict, state: dict[str, torch.Tensor], source, config_source=None) -> UNet2DModel:
+    """A UNet2DModel from its config and a strictly checked state dict (built on the meta device:
+    no random init of weights that are overwritten anyway)."""
+    try:
+        with torch.device("meta"):
+            unet = UNet2DModel.from_config(config)
+    except Exception as e:
+        raise InputError(config_source or source, f"invalid UNet config ({e})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    load_state_strict(unet, state, source, assign=True)
+    return unet
+
+
+def _diffusers_weights(unet_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The UNet's weights (safetensors, else a weights-only .bin) with current attention names."""
+    found = [unet_dir / n for n in DIFFUSERS_WEIGHTS if (unet_dir / n).is_file()]
+    if not found:
+        raise InputError(unet_dir, f"no weights found (expected {' or '.join(DIFFUSERS_WEIGHTS)})")
+    renamed = {}
+    for key, value in load_state_dict_file(found[0]).items():
+        parts = key.split(".")
+        if "attentions" in parts and parts[-2] in _DEPRECATED_ATTENTION:
+            parts[-2] = _DEPRECATED_ATTENTION[parts[-2]]
+        renamed[".".join(parts)] = value
+    return renamed, found[0]
+
+
+def _load_diffusers(directory: Path, device) -> DiffusionGenerator:
+    """A diffusers UNet2DModel folder with scheduler_config.json, or a pipeline folder (unet/, scheduler/)."""
+    pipeline = (directory / "unet").is_dir()
+    unet_dir = directory / "unet" if pipeline else directory
+    scheduler_file = (directory / "scheduler" if pipeline else directory) / "scheduler_config.json"
+    config = read_json(unet_dir / "config.json")
+    if config.get("_class_name") != "UNet2DModel":
+        raise InputError(unet_dir / "config.json", f"not a diffusers UNet2DModel (_class_name="
+                                                   f"{config.get('_class_name')!r}); only UNet2DModel is supported")
+    if not scheduler_file.is_file():
+        raise InputError(scheduler_file, "file not found: a diffusers model needs its training noise schedule")
+    scheduler = read_json(scheduler_file)
+    state, weights = _diffusers_weights(unet_dir)
+    unet = build_unet(config, state, weights, unet_dir / "config.json")
+    return DiffusionGenerator(unet.to(device), scheduler, source=str(directory.resolve()))
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> DiffusionGenerator:
-    """Load a toolkit checkpoint directory, or "embedded" for the shipped model."""
+    """Load a diffusion model, never reaching a hub. `path` is one of:
+    "embedded" (the shipped model); a toolkit checkpoint directory; a diffusers folder (UNet2DModel
+    with scheduler_config.json, or a pipeline folder with unet/ and scheduler/); or
+    "adm:<flag set | flags.json>:<checkpoint.pt>" for a guided-diffusion checkpoint converted on the fly."""
     name = str(path)
+    if name.startswith("adm:"):
+        from .adm import load_adm_string
+        return load_adm_string(name, device)
     if name == "embedded":
         from ..presets import EMBEDDED_MODEL_DIR
         path = EMBEDDED_MODEL_DIR
     directory = Path(path)
     if not directory.is_dir():
         raise InputError(directory, "model directory not found")
+    config_file = directory / "config.json"
+    if (directory / "unet").is_dir() or (config_file.is_file() and "_class_name" in read_json(config_file)):
+        return _load_diffusers(directory, device)
     config = read_checkpoint_meta(directory, "config.json", CHECKPOINT_FORMAT, "diffusion checkpoint")
-    try:
-        unet = UNet2DModel.from_config(config["unet"])
-    except Exception as e:
-        raise InputError(directory / "config.json", f"invalid UNet config ({e})") from None
-    load_state_strict(unet, load_tensors(directory / "model.safetensors"), directory / "model.safetensors")
+    weights = directory / "model.safetensors"
+    unet = build_unet(config["unet"], load_tensors(weights), weights, directory / "config.json")
     source = name if name == "embedded" else str(directory.resolve())
     return DiffusionGenerator(unet.to(device), config["scheduler"], source=source)

@@ -1,0 +1,1 @@
+"""Studies: one function per measured question, each writing JSON + a markdown table."""

@@ -1,0 +1,192 @@
+"""Sampler study: the paper's 1000-step ancestral DDPM sampler against fast samplers, end to end.
+
+For each sampler setting the same sample seeds go through the real pipeline (sample -> label with
+the ensemble -> global 10 % drop -> DeepLabV3 -> real test images), and three things are measured:
+
+- cost: UNet evaluations per sample and seconds per sample (timed side by side in one process on
+  the same seeds, so machine noise hits every setting alike);
+- label quality: mIoU of the ensemble's synthetic labels against the oracle's masks of the same
+  samples (the oracle plays the annotator the samples do not have), over all samples;
+- downstream quality: DeepLabV3-from-synthetic mIoU on the real test split.
+
+Differences against the first (baseline) setting get paired-bootstrap 95 % intervals: over sample
+seeds for label quality, over test images for DeepLab. Every stage is resumable: rerunning the study
+skips sampled/labelled shards, finished DeepLab epochs and saved measurements.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.folders import read_labelled, resolve_split
+from ..data.generated import GeneratedPairs
+from ..errors import OptionError
+from ..io import read_json, write_json
+from ..pipeline.config import SampleConfig, sample_seed
+from ..pipeline.finalize import finalize_run
+from ..pipeline.generate import label_run, sample_run
+from ..segmenters.model import load_segmenter, predict
+from .stats import miou_of, paired_bootstrap, per_item_confusions
+
+
+@dataclass(frozen=True)
+class SamplerSetting:
+    sampler: str  # ddpm | ddim | dpm++
+    steps: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.sampler}-{self.steps}"
+
+    @classmethod
+    def parse(cls, text: str) -> "SamplerSetting":
+        name, sep, steps = text.strip().rpartition(":")
+        if not sep or not steps.isdigit():
+            raise OptionError("--settings", f"expected sampler:steps (e.g. ddim:50), got {text!r}")
+        return cls(name, int(steps))
+
+
+DEFAULT_SETTINGS = "ddpm:1000,ddim:50,dpm++:20,ddim:20,dpm++:10"
+
+
+@dataclass
+class SamplerStudyConfig:
+    settings: tuple[SamplerSetting, ...] = field(
+        default_factory=lambda: tuple(SamplerSetting.parse(s) for s in DEFAULT_SETTINGS.split(",")))
+    model: str = "embedded"
+    n: int = 256  # samples per setting (the same seeds for every setting)
+    seed: int = 0
+    batch_size: int = 32
+    shard_size: int = 64
+    deeplab_epochs: int = 6
+    input_scale: int = 2
+    timing_samples: int = 8  # samples timed per setting, side by side in one process
+    bootstrap: int = 2000
+
+    def sample_config(self, s: SamplerSetting) -> SampleConfig:
+        return SampleConfig(model=self.model, n=self.n, seed=self.seed, sampler=s.sampler, sampling_steps=s.steps,
+                            batch_size=self.batch_size, shard_size=self.shard_size)
+
+
+def _unet_evaluations(generator, s: SamplerSetting) -> int:
+    return len(generator.make_sampler(s.sampler, s.steps).timesteps)
+
+
+def _label_quality(run: Path, oracle, num_classes: int) -> tuple[np.ndarray, dict]:
+    """Per-sample confusions of the ensemble's labels (columns) against the oracle's masks (rows)."""
+    from ..data.oracle import oracle_statistics
+    pairs = GeneratedPairs(run, kept_only=False)
+    images, labels = pairs.arrays()
+    stats = oracle_statistics(oracle, images)
+    confusions = per_item_confusions(labels, stats["predictions"], num_classes)
+    kept = np.array([r["kept"] for r in pairs.rows])
+    return confusions, {"oracle_flip_consistency_miou": stats["flip_consistency_miou"],
+                        "label_miou_all": miou_of(confusions), "label_miou_kept": miou_of(confusions[kept]),
+                        "kept": int(kept.sum())}
+
+
+def _deeplab_confusions(deeplab_dir: Path, test, num_classes: int, ignore_label: int) -> np.ndarray:
+    model = load_segmenter(deeplab_dir / "best")
+    pred = predict(model, torch.from_numpy(test.images).permute(0, 3, 1, 2), batch_size=32).numpy()
+    return per_item_confusions(pred, test.masks, num_classes, ignore_label)
+
+
+def time_samplers(generator, settings, seeds: list[int]) -> dict[str, float]:
+    """Seconds per sample of each setting, measured back to back on the same seeds and batch."""
+    out = {}
+    for s in settings:
+        t = time.perf_counter()
+        generator.sample(seeds, sampler=s.sampler, num_steps=s.steps)
+        out[s.name] = (time.perf_counter() - t) / len(seeds)
+    return out
+
+
+def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Path, cfg: SamplerStudyConfig, *,
+                      workers: int = 1, threads: int | None = None, progress: bool = True) -> dict:
+    from ..ensemble.model import load_ensemble
+    from ..generators.diffusion import load_generator
+    from ..presets import EMBEDDED_ORACLE_DIR
+    from ..segmenters.train_deeplab import DeepLabTrainConfig
+    from ..workflows import train_deeplab_run
+    if not cfg.settings:
+        raise OptionError("--settings", "need at least one sampler setting")
+    out = Path(out_dir)
+    ens = load_ensemble(ensemble).cfg
+    K, ignore = ens.num_classes, ens.ignore_label
+    test = read_labelled(resolve_split(data, "test"), K, ignore)
+    generator = load_generator(cfg.model)
+    oracle = load_segmenter(EMBEDDED_ORACLE_DIR)
+    write_json(out / "study_config.json", {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble),
+                                           "data": str(data)})
+    rows = {}
+    for s in cfg.settings:
+        d = out / s.name
+        measured = d / "measured.json"
+        if measured.is_file():
+            rows[s.name] = read_json(measured)
+            continue
+        t0 = time.perf_counter()
+        sample_run(d / "run", cfg.sample_config(s), workers=workers, threads=threads, progress=progress)
+        label_run(d / "run", ensemble, workers=workers, threads=threads, progress=progress)
+        card = finalize_run(d / "run")
+        label_cms, label_stats = _label_quality(d / "run", oracle, K)
+        np.save(d / "label_confusions.npy", label_cms)
+        deeplab_cfg = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=cfg.seed)
+        train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, threads=threads, progress=progress)
+        test_cms = _deeplab_confusions(d / "deeplab", test, K, ignore)
+        np.save(d / "test_confusions.npy", test_cms)
+        rows[s.name] = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),
+                        "pairs": card["counts"]["kept"], **label_stats,
+                        "deeplab_miou": miou_of(test_cms, ignore),
+                        "stage_seconds": round(time.perf_counter() - t0, 1)}
+        write_json(measured, rows[s.name])
+
+    timing_file = out / "timing.json"
+    if timing_file.is_file():
+        timing = read_json(timing_file)
+    else:
+        seeds = [sample_seed(cfg.seed, i) for i in range(cfg.timing_samples)]
+        timing = {"seconds_per_sample": time_samplers(generator, cfg.settings, seeds),
+                  "samples": cfg.timing_samples, "threads": torch.get_num_threads()}
+        write_json(timing_file, timing)
+
+    base = cfg.settings[0].name
+    base_label = np.load(out / base / "label_confusions.npy")
+    base_test = np.load(out / base / "test_confusions.npy")
+    for s in cfg.settings:
+        r = rows[s.name]
+        r["seconds_per_sample"] = timing["seconds_per_sample"][s.name]
+        r["unet_evaluation_ratio"] = rows[base]["unet_evaluations"] / r["unet_evaluations"]
+        if s.name != base:
+            r["label_miou_vs_baseline"] = paired_bootstrap(base_label, np.load(out / s.name / "label_confusions.npy"),
+                                                           resamples=cfg.bootstrap)
+            r["deeplab_miou_vs_baseline"] = paired_bootstrap(base_test, np.load(out / s.name / "test_confusions.npy"),
+                                                             ignore_label=ignore, resamples=cfg.bootstrap)
+    report = {"baseline": base, "test_images": len(test), "samples": cfg.n, "rows": rows}
+    write_json(out / "study.json", report)
+    (out / "study.md").write_text(study_markdown(report))
+    return report
+
+
+def _diff(d: dict | None) -> str:
+    if d is None:
+        return "—"
+    mark = "" if d["significant"] else " (n.s.)"
+    return f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]{mark}"
+
+
+def study_markdown(report: dict) -> str:
+    lines = ["| sampler | UNet evals / sample | fewer evals | s / sample | oracle flip-consistency | "
+             "label mIoU vs oracle | Δ vs baseline (95 % CI) | DeepLab mIoU (real test) | Δ vs baseline (95 % CI) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---|"]
+    for name, r in report["rows"].items():
+        lines.append(f"| {name} | {r['unet_evaluations']} | {r['unet_evaluation_ratio']:.0f}× | "
+                     f"{r['seconds_per_sample']:.3f} | {100 * r['oracle_flip_consistency_miou']:.1f} | "
+                     f"{100 * r['label_miou_all']:.1f} | {_diff(r.get('label_miou_vs_baseline'))} | "
+                     f"{100 * r['deeplab_miou']:.1f} | {_diff(r.get('deeplab_miou_vs_baseline'))} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["labelling_head", "segment_embedded", "ensemble_training_memory", "lsun_direct_memory", "shard_write"]
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    """`benchmarks/run.py --quick` once, into a temporary folder (never the recorded results)."""
+    out = tmp_path_factory.mktemp("bench")
+    recorded = {p.name: p.read_bytes() for p in (ROOT / "benchmarks" / "results").glob("*.json")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--threads", "1",
+                           "--out", str(out)], check=False, capture_output=True, text=True, cwd=ROOT,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {p.name: p.read_bytes() for p in (ROOT / "benchmarks" / "results").glob("*.json")} == recorded
+    return {name: json.loads((out / f"{name}.json").read_text()) for name in NAMES}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_benchmark_correctness_checks_pass(quick_results, name):
+    result = quick_results[name]
+    assert result["quick"] is True and result["check"]["passed"] is True
+
+
+def test_fused_labels_equal_reference_labels(quick_results):
+    check = quick_results["labelling_head"]["check"]
+    assert check["labels_equal"] + check["labels_differing"] == check["pixels"]
+    assert check["all_differing_are_near_ties_lt_1e-3"] and check["js_max_abs_diff"] < 1e-3
+
+
+def test_training_memory_runs_the_real_steps_on_both_bank_dtypes(quick_results):
+    ours = quick_results["ensemble_training_memory"]["ours"]
+    assert {o["bank_dtype"] for o in ours.values()} == {"float16", "float32"}
+    assert all(o["steps"] == 30 and o["check"]["passed"] for o in ours.values())
+    assert ours["float16"]["bank_mb"] * 2 == pytest.approx(ours["float32"]["bank_mb"], rel=0.01)
