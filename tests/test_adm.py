@@ -321,6 +321,13 @@ def test_convert_adm_then_train_ensemble_then_sample_with_labels(adm_files, tiny
         "--sampling-steps", "3", "--batch-size", "2", "--shard-size", "2", "--threads", "1", "--quiet")
     pngs = sorted(p.name for p in (run / "shards").rglob("*.png"))
     assert len(pngs) == 8  # 4 images + 4 masks
+    # The same samples drawn without labels, then `label` over the run: the same masks, byte for byte.
+    run2 = tmp_path / "run2"
+    _ok("sample", "--out", run2, "--n", "4", "--model", converted_dir, "--sampler", "ddpm", "--sampling-steps", "3",
+        "--batch-size", "2", "--shard-size", "2", "--threads", "1", "--quiet")
+    _ok("label", "--out", run2, "--ensemble", ens, "--threads", "1", "--quiet")
+    masks = {p.relative_to(run): p.read_bytes() for p in (run / "shards").rglob("masks/*.png")}
+    assert masks and masks == {p.relative_to(run2): p.read_bytes() for p in (run2 / "shards").rglob("masks/*.png")}
 
 
 def test_convert_adm_cli_errors_are_one_line(adm_files, tmp_path):
