@@ -3,33 +3,16 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
-
-from datasetddpm.cli.main import get_app
 from datasetddpm.data.procedural import render
 from datasetddpm.ensemble.model import hidden_sizes
 from datasetddpm.errors import OptionError
 from datasetddpm.presets import EMBEDDED, PRESETS, get_preset
 from datasetddpm.workflows import resolve_problem
-
-runner = CliRunner()
-app = get_app()
+from tests.test_folders import one_line_error, run
 
 # Paper Table 1 / appendix E.1: classes the mIoU averages over, and the labelled real splits.
 PAPER = {"bedroom_28": (28, (40, 20)), "ffhq_34": (34, (20, 20)), "cat_15": (15, (30, 20)),
          "horse_21": (21, (30, 30)), "celeba_19": (19, (20, 500)), "ade_bedroom_30": (30, (50, 650))}
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("name", PAPER)
