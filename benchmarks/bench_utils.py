@@ -66,3 +66,17 @@ def write_result(name: str, result: dict, out_dir: Path | None) -> Path:
 
 def json_dumps(result: dict) -> str:
     return json.dumps(result, indent=2)
+
+
+def standalone(name: str, run, quick_help: str) -> None:
+    """`python benchmarks/<name>.py [--quick] [--threads N] [--out DIR]`: one benchmark on its own."""
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="folder for the JSON (default benchmarks/results; --quick: print only)")
+    args = parser.parse_args()
+    result = run(args.quick, args.threads)
+    print(json_dumps(result))
+    if args.out or not args.quick:
+        write_result(name, result, args.out)

@@ -19,7 +19,6 @@ real LSUN-256 ADM architecture with random weights.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
@@ -220,15 +219,7 @@ def run(quick: bool = False, threads: int = 2) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="64 px, 1/8 of the channels")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="folder for the JSON (default benchmarks/results; --quick: print only)")
-    args = parser.parse_args()
-    result = run(args.quick, args.threads)
-    print(bu.json_dumps(result))
-    if args.out or not args.quick:
-        bu.write_result("labelling_head", result, args.out)
+    bu.standalone("labelling_head", run, "64 px, 1/8 of the channels")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Both in this process, alternating, on the same images; the UNet's share is timed
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import bench_utils as bu  # first: sets the OpenMP wait policy before torch loads
@@ -93,15 +92,7 @@ def run(quick: bool = False, threads: int = 2) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="16 images, one round")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="folder for the JSON (default benchmarks/results; --quick: print only)")
-    args = parser.parse_args()
-    result = run(args.quick, args.threads)
-    print(bu.json_dumps(result))
-    if args.out or not args.quick:
-        bu.write_result("segment_embedded", result, args.out)
+    bu.standalone("segment_embedded", run, "16 images, one round")
 
 
 if __name__ == "__main__":
