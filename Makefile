@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: demo test test-slow benchmarks benchmarks-quick install clean
+.PHONY: demo test test-slow benchmarks benchmarks-quick device-wheels install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,26 @@ benchmarks: $(VENV)/.installed
 
 benchmarks-quick: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py --quick
+
+# Wheels a bare, offline GPU machine (Python 3.12, x86_64, its own torch) lacks, at the versions this venv
+# resolved; carry .device-wheels/ there and run the one line in DEVICE_COMMAND. The GPU suite trains
+# DeepLab without augmentation there, so albumentations (and the 35 MB scipy it needs) stay behind;
+# huggingface_hub comes with its own dependencies, as the machine's copy may be older than diffusers needs.
+DEVICE_WHEELS := .device-wheels
+DEVICE_PACKAGES := diffusers segmentation_models_pytorch huggingface_hub hf-xet httpx2 httpcore2 h11 anyio idna \
+	truststore click typing_extensions importlib_metadata lazy-importer zipp regex
+DEVICE_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS)/*.whl && \
+	NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=. python3 benchmarks/gpu.py --out $$OUT
+
+device-wheels: $(VENV)/.installed
+	rm -rf $(DEVICE_WHEELS) && mkdir -p $(DEVICE_WHEELS)
+	$(BIN)/pip freeze | grep -i -E '^($(shell echo $(DEVICE_PACKAGES) | sed 's/[-_]/[-_]/g; s/ /|/g'))==' \
+		> $(DEVICE_WHEELS)/requirements.txt
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		--platform any -d $(DEVICE_WHEELS) -r $(DEVICE_WHEELS)/requirements.txt
+	@du -sh $(DEVICE_WHEELS)
+	@echo 'on the GPU machine (carry $(DEVICE_WHEELS)): $(DEVICE_COMMAND)'
 
 clean:
 	rm -rf runs .pytest_cache

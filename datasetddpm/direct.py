@@ -117,8 +117,9 @@ def segment(source: FeatureSource, ensemble: PixelEnsemble, images: np.ndarray, 
     head = None
     with progress_bar(progress) as bar:
         task = bar.add_task("segment", total=N, info="")
+        device = ensemble.fc1.weight.device
         for i, x in _batches(images, batch_size):
-            maps = source.maps(x)
+            maps = [m.to(device) for m in source.maps(x)]  # colour maps are made on the CPU
             head = head or FusedHead(ensemble.eval(), [m.shape[1] for m in maps])
             # Small images go through the head together (fewer, larger ops); large ones one at a
             # time, as its activations take ~5 KB a pixel.

@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import re
+import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import InputError
+from .errors import DatasetDDPMError, InputError
 
 
 @contextmanager
@@ -26,12 +28,90 @@ def atomic_path(path: str | Path):
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # a writer that replaced the file (safetensors does) left mkstemp's 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_dir(path: str | Path, need_bytes: int = 0, option: str = "--out") -> Path:
+    """Refuse an output location that cannot be written, before anything is created: a file where a folder
+    should be, a read-only or missing-permission parent, or a disk without `need_bytes` free."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, f"{option} must be a directory, but a file of that name exists")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(existing, f"is not a directory, so {option} {path} cannot be created under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(existing, f"not writable (permissions or a read-only file system); choose another {option}")
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".datasetddpm-probe-")
+        probe.close()
+    except OSError as e:
+        raise InputError(existing, f"cannot write here ({e.strerror}); choose another {option}") from None
+    if need_bytes:
+        free = shutil.disk_usage(existing).free
+        if free < need_bytes:
+            raise InputError(existing, f"only {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed for the "
+                                       f"first shard; free some space or choose another {option}")
+    return path
+
+
+LOCK_NAME = ".datasetddpm.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(directory: str | Path, enabled: bool = True):
+    """One writer per output folder: `directory/.datasetddpm.lock` holds the writer's pid and host.
+
+    A second command on the same folder is refused with one line naming the holder. A lock left by a
+    process that died (same host, pid gone) is taken over. The lock is removed on exit, so a finished
+    folder holds no trace of it."""
+    if not enabled:
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path, host = directory / LOCK_NAME, socket.gethostname()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            pid, where = holder.get("pid"), holder.get("host")
+            if where == host and isinstance(pid, int) and not _pid_alive(pid) or not holder:
+                path.unlink(missing_ok=True)  # stale: its process is gone (or it died while writing the lock)
+                continue
+            raise DatasetDDPMError(f"{directory}: in use by another command (pid {pid} on {where}); wait for it "
+                                   f"to finish, or delete {path} if that process no longer exists") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": host}, f)
+        break
+    else:
+        raise DatasetDDPMError(f"{path}: could not take the lock")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data) -> None:

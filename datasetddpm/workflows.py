@@ -69,18 +69,19 @@ def resolve_problem(preset: str = "embedded", *, model: str | None = None, block
                    resolution)
 
 
-def source_for(problem_or_ensemble, *, colour: bool = False, model: str | None = None) -> FeatureSource:
-    """The feature source a problem (for training) or an ensemble (for inference) needs."""
+def source_for(problem_or_ensemble, *, colour: bool = False, model: str | None = None,
+               device: str | torch.device = "cpu") -> FeatureSource:
+    """The feature source a problem (for training) or an ensemble (for inference) needs, on `device`."""
     if isinstance(problem_or_ensemble, PixelEnsemble):
         cfg = problem_or_ensemble.cfg
         spec = cfg.feature_spec()
         if spec is None:
             return FeatureSource()
-        return FeatureSource(load_generator(model or cfg.model), spec)
+        return FeatureSource(load_generator(model or cfg.model, device), spec)
     if colour:
         return FeatureSource()
     problem = problem_or_ensemble
-    generator = load_generator(model or problem.model)
+    generator = load_generator(model or problem.model, device)
     generator.check_spec(problem.spec)
     return FeatureSource(generator, problem.spec)
 
@@ -100,11 +101,11 @@ def _check_sizes(source: FeatureSource, images: np.ndarray, paths: list[Path], r
 
 def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
                           limit: int | None = None, train: EnsembleTrainConfig | None = None,
-                          progress: bool = True) -> dict:
+                          device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`."""
     folder = resolve_split(data, "train")
     labelled = read_labelled(folder, problem.num_classes, problem.ignore_label, limit, resolution=problem.resolution)
-    source = source_for(problem, colour=colour)
+    source = source_for(problem, colour=colour, device=device)
     _check_sizes(source, labelled.images, labelled.paths, problem.resolution)
     train = train or EnsembleTrainConfig()
     t0 = time.time()
@@ -118,7 +119,8 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
 
 
 def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | Path | None = None,
-                   segmenter: str | Path | None = None, model: str | None = None, progress: bool = True) -> int:
+                   segmenter: str | Path | None = None, model: str | None = None,
+                   device: str | torch.device = "cpu", progress: bool = True) -> int:
     """Images -> palette PNG masks `<stem>.png` in `out`, with an ensemble (direct DDPM mode) or a trained
     segmenter (no diffusion model needed). All inputs are read before anything is written."""
     if (ensemble is None) == (segmenter is None):
@@ -126,15 +128,15 @@ def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | P
     images, paths = read_images(images_dir)
     out = Path(out)
     if segmenter is not None:
-        seg_model = load_segmenter(segmenter)
+        seg_model = load_segmenter(segmenter).to(device)
         reason = seg_model.check_size(*images.shape[1:3])
         if reason:
             raise InputError(paths[0], reason)
-        labels = predict(seg_model, torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+        labels = predict(seg_model, torch.from_numpy(images).permute(0, 3, 1, 2).to(device)).cpu().numpy()
         num_classes = seg_model.cfg.num_classes
     else:
-        ens = load_ensemble(ensemble)
-        source = source_for(ens, model=model)
+        ens = load_ensemble(ensemble).to(device)
+        source = source_for(ens, model=model, device=device)
         _check_sizes(source, images, paths)
         seg = segment(source, ens, images, progress=progress)
         labels, num_classes = seg.labels, ens.cfg.num_classes
@@ -145,21 +147,23 @@ def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | P
 
 
 def evaluate_ensemble(ensemble: PixelEnsemble, data: str | Path, *, model: str | None = None, limit: int | None = None,
-                      progress: bool = True) -> Evaluation:
+                      device: str | torch.device = "cpu", progress: bool = True) -> Evaluation:
     cfg = ensemble.cfg
     folder = resolve_split(data, "test")
     # Features only mean what they meant in training at the training size.
     size = cfg.resolution if cfg.feature_spec() is not None and cfg.resolution else None
     labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit, resolution=size)
-    source = source_for(ensemble, model=model)
+    source = source_for(ensemble, model=model, device=device)
     _check_sizes(source, labelled.images, labelled.paths)
-    seg = segment(source, ensemble, labelled.images, progress=progress)
+    seg = segment(source, ensemble.to(device), labelled.images, progress=progress)
     return evaluate_labels(seg.labels, labelled.masks, cfg.num_classes, cfg.ignore_label, cfg.class_names)
 
 
 def evaluate_folder(ensemble_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
-                    model: str | None = None, limit: int | None = None, progress: bool = True) -> Evaluation:
-    ev = evaluate_ensemble(load_ensemble(ensemble_dir), data, model=model, limit=limit, progress=progress)
+                    model: str | None = None, limit: int | None = None, device: str | torch.device = "cpu",
+                    progress: bool = True) -> Evaluation:
+    ev = evaluate_ensemble(load_ensemble(ensemble_dir), data, model=model, limit=limit, device=device,
+                           progress=progress)
     if out is not None:
         write_json(out, {"ensemble": str(ensemble_dir), "data": str(data), **ev.to_dict()})
     return ev
@@ -168,29 +172,32 @@ def evaluate_folder(ensemble_dir: str | Path, data: str | Path, out: str | Path 
 def _deeplab_worker(rank: int, world: int, run: str, val: str, out: str, cfg_dict: dict, device: str, amp: bool,
                     progress: bool) -> None:
     from .data.generated import GeneratedPairs
+    from .devices import resolve_device
     from .segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
-    pairs = GeneratedPairs(run)
+    pairs = GeneratedPairs(run)  # streamed from the shards by the DataLoader, never all in memory
     card = pairs.card
-    images, masks = pairs.arrays()
     k, ignore = len(card["classes"]), card["ignore_label"]
     real = read_labelled(resolve_split(val, "train"), k, ignore)
-    dev = f"cuda:{rank}" if device == "cuda" else "cpu"
-    train_deeplab(images, masks, real.images, real.masks, out, DeepLabTrainConfig(**cfg_dict), num_classes=k,
+    train_deeplab(pairs, real.images, real.masks, out, DeepLabTrainConfig(**cfg_dict), num_classes=k,
                   ignore_label=ignore, class_names=tuple(card["classes"]),
-                  data_key=f"{card['config_hash']}/{card['labels_hash']}", device=dev, amp=amp, progress=progress)
+                  data_key=f"{card['config_hash']}/{card['labels_hash']}", device=resolve_device(device, rank=rank),
+                  amp=amp, progress=progress)
 
 
 def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
                       device: str = "cpu", amp: bool = False, threads: int | None = None,
                       progress: bool = True) -> dict:
     """DeepLabV3 on a finalized run's kept pairs, epoch chosen on real labelled images; data-parallel
-    over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL)."""
+    over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL), `cfg.batch_size` images per process."""
     from dataclasses import asdict
+    from .data.generated import GeneratedPairs
     from .distributed import launch, resolve_world
     from .io import read_json
-    from .data.generated import GeneratedPairs
+    from .pipeline.verify import cheap_check
     GeneratedPairs(run)  # validate the run before starting workers
+    cheap_check(run, index=True)
     world, backend, device = resolve_world(workers, gpus, device)
+    cfg.validate(world)
     launch(_deeplab_worker, (str(run), str(val), str(out), asdict(cfg), device, amp, progress), world=world,
            backend=backend, threads=threads)
     best = read_json(Path(out) / "best" / "config.json")["training"]

@@ -8,6 +8,31 @@ from diffusers import UNet2DModel
 
 from datasetddpm.generators.diffusion import DiffusionGenerator, save_checkpoint
 
+def run(*args):
+    """The CLI in-process (typer's CliRunner); arguments may be paths or numbers."""
+    from typer.testing import CliRunner
+    from datasetddpm.cli.main import get_app
+    return CliRunner().invoke(get_app(), [str(a) for a in args])
+
+
+def one_line_error(result, *needles):
+    """Exit code 2 and exactly one line, 'Error: ...', containing every needle."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def tree_state(root) -> dict:
+    """Every path under root with its bytes (None for folders): compare before/after a refused command."""
+    from pathlib import Path
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
 # Tests use tiny tensors: one thread avoids oversubscription stalls on a busy 2-core machine.
 torch.set_num_threads(1)
 
@@ -41,3 +66,14 @@ def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_procedural_dataset(root, train=4, test=4)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(tiny_model_dir, tmp_path_factory):
+    """A random-weight ensemble over the tiny model's blocks 1, 4 at t=50 (labels are arbitrary but deterministic)."""
+    from datasetddpm.ensemble.model import EnsembleConfig, PixelEnsemble, save_ensemble
+    directory = tmp_path_factory.mktemp("ens")
+    cfg = EnsembleConfig(in_dim=16 + 8, num_classes=7, members=3, features={"blocks": [1, 4], "steps": [50],
+                         "noise_seed": 0}, model=str(tiny_model_dir), class_names=tuple("abcdefg"))
+    save_ensemble(directory, PixelEnsemble(cfg, seed=1).eval())
+    return directory

@@ -39,3 +39,19 @@ def test_training_memory_runs_the_real_steps_on_both_bank_dtypes(quick_results):
     assert {o["bank_dtype"] for o in ours.values()} == {"float16", "float32"}
     assert all(o["steps"] == 30 and o["check"]["passed"] for o in ours.values())
     assert ours["float16"]["bank_mb"] * 2 == pytest.approx(ours["float32"]["bank_mb"], rel=0.01)
+
+
+def test_gpu_suite_quick_mode_runs_every_stage_on_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_quick.json").read_text())
+    assert result["quick"] is True and result["device"] == "cpu" and result["device_name"] == "cpu"
+    rows = {r["variant"]: r for r in result["throughput"]}
+    assert set(rows) == {"fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile"}
+    for name in ("fp32", "bf16", "bf16+channels_last"):
+        assert rows[name]["samples"] == 2 and rows[name]["samples_per_second"] > 0, rows[name]
+    best = max(r["samples_per_second"] for r in rows.values() if "samples_per_second" in r)
+    projection = result["projection"]
+    assert projection["hours"] == pytest.approx(50_000 / 0.9 / (best * 4) / 3600, abs=0.01)
+    assert result["end_to_end"]["ok"] is True and result["end_to_end"]["sample_seconds"] > 0

@@ -8,14 +8,13 @@ from typer.testing import CliRunner
 
 from datasetddpm.cli.main import get_app
 from datasetddpm.io import load_tensors
-from tests.test_pipeline import tiny_ensemble  # noqa: F401  (fixture)
 
 runner = CliRunner()
 app = get_app()
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_model_dir, tiny_ensemble, tmp_path_factory):  # noqa: F811
+def finished_run(tiny_model_dir, tiny_ensemble, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     args = ["sample", "--out", run, "--n", "16", "--model", tiny_model_dir, "--sampling-steps", "2", "--batch-size",
             "8", "--shard-size", "8", "--ensemble", tiny_ensemble, "--threads", "1", "--quiet"]
@@ -29,7 +28,7 @@ def _train(run, data, out, epochs):
                                                 "--epochs", epochs, "--threads", "1", "--quiet"]])
 
 
-def test_train_deeplab_resume_equals_uninterrupted_and_compare(finished_run, tiny_dataset, tiny_ensemble, tmp_path):  # noqa: F811
+def test_train_deeplab_resume_equals_uninterrupted_and_compare(finished_run, tiny_dataset, tiny_ensemble, tmp_path):
     r = _train(finished_run, tiny_dataset, tmp_path / "full", 2)
     assert r.exit_code == 0, r.output
     assert _train(finished_run, tiny_dataset, tmp_path / "split", 1).exit_code == 0
@@ -70,11 +69,11 @@ def test_train_deeplab_without_finalize_is_a_clear_error(tmp_path, tiny_dataset)
 
 def test_train_deeplab_data_parallel_on_two_gloo_workers_with_amp(finished_run, tiny_dataset, tmp_path):
     r = runner.invoke(app, [str(a) for a in ["train-deeplab", "--run", finished_run, "--val", tiny_dataset, "--out",
-                                             tmp_path / "ddp", "--epochs", 1, "--workers", 2, "--amp", "--threads",
-                                             1, "--quiet"]])
+                                             tmp_path / "ddp", "--epochs", 1, "--workers", 2, "--batch-size", 4,
+                                             "--amp", "--threads", 1, "--quiet"]])
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "ddp" / "train_config.json").read_text())
-    assert meta["world"] == 2 and meta["amp"] is True
+    assert meta["world"] == 2 and meta["amp"] is True and meta["global_batch_size"] == 8
     assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
     assert len((tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()) == 1  # rank 0 logs once
 

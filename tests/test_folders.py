@@ -15,23 +15,11 @@ from datasetddpm.data.procedural import render
 from datasetddpm.errors import InputError
 from datasetddpm.generators.diffusion import save_checkpoint
 
-from conftest import SCHEDULER, tiny_unet
+from conftest import SCHEDULER, one_line_error, run, tiny_unet
 
 runner = CliRunner()
 app = get_app()
 K = 7  # the procedural domain's classes
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def write_pair(folder, stem, seed, size=32, image_ext=".png", mask="npy", dtype=np.uint8):

@@ -9,21 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from datasetddpm.cli.main import get_app
-from datasetddpm.ensemble.model import EnsembleConfig, PixelEnsemble, save_ensemble
 from datasetddpm.pipeline.finalize import kept_ids
 
 runner = CliRunner()
 app = get_app()
-
-
-@pytest.fixture(scope="module")
-def tiny_ensemble(tiny_model_dir, tmp_path_factory):
-    """A random-weight ensemble over the tiny model's blocks 1, 4 at t=50 (labels are arbitrary but deterministic)."""
-    directory = tmp_path_factory.mktemp("ens")
-    cfg = EnsembleConfig(in_dim=16 + 8, num_classes=7, members=3, features={"blocks": [1, 4], "steps": [50],
-                         "noise_seed": 0}, model=str(tiny_model_dir), class_names=tuple("abcdefg"))
-    save_ensemble(directory, PixelEnsemble(cfg, seed=1).eval())
-    return directory
 
 
 def _sample_args(out, model, ens=None, *extra):

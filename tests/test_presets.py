@@ -8,7 +8,7 @@ from datasetddpm.ensemble.model import hidden_sizes
 from datasetddpm.errors import OptionError
 from datasetddpm.presets import EMBEDDED, PRESETS, get_preset
 from datasetddpm.workflows import resolve_problem
-from tests.test_folders import one_line_error, run
+from conftest import one_line_error, run
 
 # Paper Table 1 / appendix E.1: classes the mIoU averages over, and the labelled real splits.
 PAPER = {"bedroom_28": (28, (40, 20)), "ffhq_34": (34, (20, 20)), "cat_15": (15, (30, 20)),

@@ -34,10 +34,10 @@ def test_demo_same_seed_same_miou(tiny_model_dir, tmp_path):
 def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     from datasetddpm.demo import run_demo
     from datasetddpm.ensemble.train import EnsembleTrainConfig
-    r = run_demo(tmp_path, train=2, test=2, model=str(tiny_model_dir), pairs=4, sampling_steps=2, deeplab_epochs=1,
+    r = run_demo(tmp_path, train=2, test=2, model=str(tiny_model_dir), pairs=8, sampling_steps=2, deeplab_epochs=1,
                  input_scale=1, train_cfg=EnsembleTrainConfig(max_epochs=5), progress=False, log=lambda *_: None)
     d = r["datasetddpm"]
-    assert d["pairs"] == {"generated": 5, "kept": 4, "dropped": 1}
+    assert d["pairs"] == {"generated": 9, "kept": 8, "dropped": 1}
     assert set(d["compare"]) == {"direct DDPM", "DeepLabV3 (synthetic)"}
     assert "train DeepLabV3 (1 epochs, input x1)" in r["timings_seconds"]
     assert (tmp_path / "compare" / "compare.md").is_file()

@@ -58,3 +58,28 @@ def test_segmenter_checkpoint_from_another_config_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="does not match the model config"):
         load_segmenter(tmp_path)
+
+
+def test_segmenter_training_resumes_to_the_same_weights(tmp_path):
+    images, masks = render_batch(range(8))
+    cfg = SegmenterConfig(num_classes=7, arch="unet", encoder_depth=3, decoder_channels=(32, 16, 8))
+
+    def train(out, evaluate=None):
+        torch.manual_seed(0)
+        model = create_segmenter(cfg)
+        train_segmenter(model, images, masks, SegTrainConfig(steps=6, batch_size=2, checkpoint_every=2),
+                        out_dir=out, progress=False, evaluate=evaluate, eval_every=5)
+        return model
+
+    def killed(_model):
+        raise KeyboardInterrupt
+
+    full = train(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "split", killed)  # dies during step 5, after the state of step 4 was saved ...
+    assert not (tmp_path / "split" / "config.json").exists()
+    resumed = train(tmp_path / "split")  # ... and a rerun continues from there
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("layer3" in k or "layer4" in k for k in a)  # stages past encoder_depth are not built
+    assert load_segmenter(tmp_path / "full").cfg.decoder_channels == (32, 16, 8)

@@ -6,7 +6,6 @@ from typer.testing import CliRunner
 from datasetddpm.cli.main import get_app
 from datasetddpm.studies.samplers import SamplerSetting, SamplerStudyConfig, run_sampler_study
 from datasetddpm.studies.stats import miou_of, paired_bootstrap
-from tests.test_pipeline import tiny_ensemble  # noqa: F401  (fixture)
 
 runner = CliRunner()
 app = get_app()
@@ -32,15 +31,15 @@ def test_paired_bootstrap_identical_sets_give_zero_and_a_real_shift_is_significa
     assert r["significant"] and r["ci_low"] <= r["difference"] <= r["ci_high"]
 
 
-def test_sampler_study_end_to_end_and_resume(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):  # noqa: F811
+def test_sampler_study_end_to_end_and_resume(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
     cfg = SamplerStudyConfig(settings=(SamplerSetting("ddpm", 6), SamplerSetting("ddim", 3)), model=str(tiny_model_dir),
-                             n=8, batch_size=4, shard_size=4, deeplab_epochs=1, input_scale=1, timing_samples=2,
+                             n=12, batch_size=4, shard_size=4, deeplab_epochs=1, input_scale=1, timing_samples=2,
                              bootstrap=100)
     report = run_sampler_study(tmp_path / "study", tiny_ensemble, tiny_dataset, cfg, progress=False)
     rows = report["rows"]
     assert [rows[n]["unet_evaluations"] for n in ("ddpm-6", "ddim-3")] == [6, 3]
     assert rows["ddim-3"]["unet_evaluation_ratio"] == 2.0
-    assert rows["ddpm-6"]["pairs"] == 7  # 8 samples, the most uncertain 10 % (1) dropped
+    assert rows["ddpm-6"]["pairs"] == 11  # 12 samples, the most uncertain 10 % (1) dropped
     assert report["test_images"] == 4
     diff = rows["ddim-3"]["deeplab_miou_vs_baseline"]
     assert abs(diff["difference"] - (rows["ddim-3"]["deeplab_miou"] - rows["ddpm-6"]["deeplab_miou"])) < 1e-12

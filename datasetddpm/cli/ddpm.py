@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,35 +19,64 @@ def train_ddpm_command(
     steps: Annotated[int, typer.Option(help="Optimisation steps (raise it and rerun to extend a run).")] = 4000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    warmup: Annotated[int, typer.Option(help="Linear learning-rate warm-up steps.")] = 200,
+    lr_schedule: Annotated[str, typer.Option(help="constant | cosine (decays to lr x --min-lr-ratio over "
+                                                  "--schedule-steps, then stays there).")] = "constant",
+    schedule_steps: Annotated[int, typer.Option(help="Length of the cosine decay: the planned total steps.")] = 0,
+    min_lr_ratio: Annotated[float, typer.Option(help="Final learning rate of the cosine schedule, as a fraction of --lr.")] = 0.1,
+    ema_decay: Annotated[float, typer.Option(help="EMA decay of the saved weights.")] = 0.999,
+    channels: Annotated[Optional[str], typer.Option(help="UNet widths per level, e.g. '32,64,64' (default: the embedded UNet).")] = None,
+    attention_res: Annotated[Optional[str], typer.Option(help="Feature-map sides with self-attention, e.g. '8'.")] = None,
     pool_size: Annotated[int, typer.Option(help="Procedural images rendered for --data embedded.")] = 10000,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
     seed: opt.Seed = 0,
+    device: opt.Device = "auto",
     overwrite: opt.Overwrite = False,
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train an unconditional DDPM (EMA, resumable: rerun the same command to continue)."""
+    from ..devices import resolve_device
     from ..generators.train_ddpm import DDPMTrainConfig, train_ddpm
     opt.set_threads(threads)
-    cfg = DDPMTrainConfig(data=data, resolution=resolution, steps=steps, batch_size=batch_size, lr=lr,
+    unet = {"block_out_channels": opt.parse_ints("--channels", channels)} if channels else {}
+    cfg = DDPMTrainConfig(data=data, resolution=resolution, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                          lr_schedule=lr_schedule, schedule_steps=schedule_steps, min_lr_ratio=min_lr_ratio,
+                          ema_decay=ema_decay, unet=unet,
+                          attention_resolutions=opt.parse_ints("--attention-res", attention_res) or (),
                           pool_size=pool_size, checkpoint_every=checkpoint_every, seed=seed)
-    ema_dir = train_ddpm(Path(out), cfg, overwrite=overwrite, progress=not quiet)
+    ema_dir = train_ddpm(Path(out), cfg, overwrite=overwrite, progress=not quiet, device=resolve_device(device))
     typer.echo(f"EMA checkpoint: {ema_dir}")
 
 
 @command("train-oracle")
 def train_oracle_command(
     out: opt.Out,
-    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 2000,
+    steps: Annotated[int, typer.Option(help="Optimisation steps (rerun with more to extend; resumes).")] = 2000,
     pool: Annotated[int, typer.Option(help="Procedural training images.")] = 6000,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay to 0 over --steps).")] = 1e-3,
+    arch: Annotated[str, typer.Option(help="deeplabv3 | deeplabv3plus | unet")] = "deeplabv3plus",
+    encoder: Annotated[str, typer.Option(help="smp encoder.")] = "resnet18",
+    input_scale: Annotated[int, typer.Option(help="Input upsampling inside the model.")] = 2,
+    encoder_depth: Annotated[int, typer.Option(help="unet: encoder stages used.")] = 5,
+    decoder_channels: Annotated[Optional[str], typer.Option(help="unet: decoder widths, e.g. '128,64,32,16'.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between saved training states.")] = 250,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train the embedded domain's oracle segmenter (stands in for an annotator of generated samples)."""
     from ..data.oracle import train_oracle
+    from ..io import write_json
     opt.set_threads(threads)
-    log = train_oracle(out, steps=steps, pool=pool, seed=seed, progress=not quiet)
+    log = train_oracle(out, steps=steps, pool=pool, batch_size=batch_size, seed=seed, lr=lr, arch=arch, encoder=encoder,
+                       input_scale=input_scale, encoder_depth=encoder_depth,
+                       decoder_channels=opt.parse_ints("--decoder-channels", decoder_channels) or (),
+                       checkpoint_every=checkpoint_every, progress=not quiet)
+    write_json(Path(out) / "oracle_log.json", {k: v for k, v in log.items() if k != "loss"} |
+               {"loss_every_250": [float(sum(log["loss"][i:i + 250]) / len(log["loss"][i:i + 250]))
+                                   for i in range(0, len(log["loss"]), 250)]})
     typer.echo(f"oracle: {out} (mIoU on 500 held-out real images: {100 * log['real_miou']:.1f}, {log['seconds']} s)")
 
 

@@ -22,12 +22,14 @@ def train_deeplab_command(
     encoder: Annotated[str, typer.Option(help="smp encoder (resnet101 as the reference; resnet18 for small runs).")] = "resnet18",
     input_scale: Annotated[int, typer.Option(help="Train and run at this input upsampling factor (small images).")] = 1,
     epochs: Annotated[int, typer.Option(help="Epochs over the kept pairs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images per step on each GPU / worker (DDP convention: the "
+                                                 "global batch is this x the number of workers).")] = 8,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Disable albumentations augmentations.")] = False,
     workers: Annotated[int, typer.Option(help="Data-parallel CPU worker processes (gloo).")] = 1,
     gpus: Annotated[int, typer.Option(help="Data-parallel GPU workers (NCCL); 0 = none.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda, for --workers.")] = "cpu",
+    device: opt.Device = "auto",
+    loader_workers: Annotated[int, typer.Option(help="DataLoader processes per worker that read and augment pairs.")] = 0,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast on CPU, fp16 + scaler on CUDA).")] = False,
     seed: opt.Seed = 0,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
@@ -37,9 +39,10 @@ def train_deeplab_command(
     from ..segmenters.train_deeplab import DeepLabTrainConfig
     from ..workflows import train_deeplab_run
     cfg = DeepLabTrainConfig(arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
-                             batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed)
+                             batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed,
+                             loader_workers=loader_workers)
     result = train_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device, amp=amp,
-                               threads=threads, progress=not quiet)
+                               threads=opt.check_threads(threads), progress=not quiet)
     typer.echo(f"best epoch {result['best_epoch']} (mIoU on real train images {100 * result['best_val_miou']:.1f}); "
                f"model: {out}/best")
 

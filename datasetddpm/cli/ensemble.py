@@ -34,6 +34,7 @@ def train_ensemble_command(
     members: Annotated[int, typer.Option(help="MLPs in the ensemble.")] = 10,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N labelled images.")] = None,
     seed: opt.Seed = 0,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -41,15 +42,20 @@ def train_ensemble_command(
 
     The checkpoint records the classes, ignore label, blocks, steps and model, so segment / evaluate /
     label need no preset. Every image and mask is validated before any feature is computed."""
+    from ..devices import resolve_device
     from ..ensemble.train import EnsembleTrainConfig
     from ..workflows import resolve_problem, train_ensemble_folder
     opt.set_threads(threads)
+    if members < 1:
+        raise opt.option_error("--members", f"must be >= 1, got {members}")
+    dev = resolve_device(device)
     problem = resolve_problem(preset, model=model, blocks=opt.parse_ints("--blocks", blocks),
                               steps=opt.parse_ints("--steps", steps), noise_seed=noise_seed,
                               ignore_label=ignore_label, num_classes=num_classes, resolution=resolution,
                               class_names=opt.parse_names("--class-names", class_names), require_model=not colour)
     log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
-                                train=EnsembleTrainConfig(members=members, seed=seed), progress=not quiet)
+                                train=EnsembleTrainConfig(members=members, seed=seed), device=dev,
+                                progress=not quiet)
     typer.echo(f"ensemble: {out} ({log['pixels']} pixels, {log['epochs']} epochs, {log['seconds_total']} s)")
 
 
@@ -60,13 +66,16 @@ def segment_command(
     ensemble: Annotated[Optional[Path], typer.Option(help="Ensemble checkpoint (direct DDPM mode).")] = None,
     segmenter: Annotated[Optional[Path], typer.Option(help="Trained segmenter (train-deeplab's <out>/best); no diffusion model needed.")] = None,
     model: ModelOverride = None,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Segment images with an ensemble (direct DDPM mode) or a trained segmenter; writes palette PNG masks."""
+    from ..devices import resolve_device
     from ..workflows import segment_folder
     opt.set_threads(threads)
-    n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model, progress=not quiet)
+    n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model,
+                       device=resolve_device(device), progress=not quiet)
     typer.echo(f"wrote {n} masks to {out}")
 
 
@@ -77,13 +86,16 @@ def evaluate_command(
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
     model: ModelOverride = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N test images.")] = None,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Per-class IoU and mIoU (reference protocol) on a labelled test split."""
+    from ..devices import resolve_device
     from ..workflows import evaluate_folder
     opt.set_threads(threads)
-    ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, progress=not quiet)
+    ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, device=resolve_device(device),
+                         progress=not quiet)
     table = Table(title=f"{ensemble} on {data} ({ev.num_images} images)")
     table.add_column("class")
     table.add_column("IoU", justify="right")

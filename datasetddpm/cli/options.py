@@ -13,6 +13,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gi
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
+Device = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
 Preset = Annotated[str, typer.Option("--preset", help="Named preset: classes, ignore label, blocks, steps, resolution "
                                       "(embedded, bedroom_28, ffhq_34, cat_15, horse_21, celeba_19, ade_bedroom_30; "
                                       "see `datasetddpm presets`).")]
@@ -40,10 +41,24 @@ def parse_ints(option: str, text: str | None) -> tuple[int, ...] | None:
     return values
 
 
+def check_threads(threads: int | None) -> int | None:
+    if threads is not None and threads < 1:
+        from ..errors import OptionError
+        raise OptionError("--threads", f"must be >= 1 (leave it out to use every core), got {threads}")
+    return threads
+
+
 def set_threads(threads: int | None) -> None:
-    if threads:
+    """--threads N pins torch to N threads; unset leaves torch's default (all cores)."""
+    if check_threads(threads) is not None:
         import torch
         torch.set_num_threads(threads)
+
+
+def option_error(option: str, problem: str):
+    """The one-line error for a bad option value (raise it)."""
+    from ..errors import OptionError
+    return OptionError(option, problem)
 
 
 def parse_names(option: str, text: str | None) -> tuple[str, ...] | None:

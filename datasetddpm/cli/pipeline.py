@@ -12,15 +12,18 @@ from .main import command
 
 Workers = Annotated[int, typer.Option("--workers", help="CPU worker processes (torch.distributed, gloo).")]
 Gpus = Annotated[int, typer.Option("--gpus", help="GPU worker processes (torch.distributed, NCCL); 0 = none.")]
-Device = Annotated[str, typer.Option("--device", help="cpu or cuda, for --workers.")]
+Device = opt.Device
 Run = Annotated[Path, typer.Option("--out", help="Run directory (rerun the same command to resume).")]
 
 
 @command("sample")
 def sample_command(
     out: Run,
-    n: Annotated[int, typer.Option("--n", help="Samples to generate.")] = 1000,
-    model: opt.Model = "embedded",
+    n: Annotated[int, typer.Option("--n", "--num-samples", help="Samples to generate (--num-samples under "
+                                                                "torchrun, whose parser takes --n for its own).")] = 1000,
+    model: Annotated[Optional[str], typer.Option("--model", help="Diffusion checkpoint directory, 'embedded', or "
+                                                 "adm:<flags>:<file.pt> (default: the --ensemble's own model, else "
+                                                 "the embedded one).")] = None,
     sampler: Annotated[str, typer.Option(help="ddpm (full ancestral) | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     batch_size: Annotated[int, typer.Option(help="Samples per UNet batch (part of the run config).")] = 50,
@@ -30,14 +33,17 @@ def sample_command(
     oracle_annotate: Annotated[bool, typer.Option("--oracle-annotate", help="With --for-annotation on the embedded domain: the oracle writes the masks.")] = False,
     workers: Workers = 1,
     gpus: Gpus = 0,
-    device: Device = "cpu",
+    device: Device = "auto",
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Sample images by reverse diffusion into sharded, resumable output (optionally labelling them)."""
-    if for_annotation:
+    if for_annotation is not None:
+        if for_annotation < 1:
+            raise opt.option_error("--for-annotation", f"must be >= 1 samples, got {for_annotation}")
+        model = model or "embedded"
         from ..generators.diffusion import load_generator
         from ..pipeline.annotate import export_for_annotation
         oracle = None
@@ -52,11 +58,13 @@ def sample_command(
         return
     from ..pipeline.config import SampleConfig
     from ..pipeline.generate import sample_run
-    cfg = SampleConfig(model=model, n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
+    cfg = SampleConfig(model=model or "", n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
                        batch_size=batch_size, shard_size=shard_size)
-    result = sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device, threads=threads,
+    result = sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device,
+                        threads=opt.check_threads(threads),
                         overwrite=overwrite, progress=not quiet)
-    typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else ""))
+    if result["main"]:  # under torchrun: rank 0 reports
+        typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else ""))
 
 
 @command("label")
@@ -65,16 +73,17 @@ def label_command(
     ensemble: Annotated[Path, typer.Option(help="Ensemble checkpoint (from train-ensemble).")],
     workers: Workers = 1,
     gpus: Gpus = 0,
-    device: Device = "cpu",
+    device: Device = "auto",
     overwrite: opt.Overwrite = False,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Label the samples of a run with the ensemble's vote and score each image's JS uncertainty."""
     from ..pipeline.generate import label_run
-    result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=threads,
+    result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=opt.check_threads(threads),
                        overwrite=overwrite, progress=not quiet)
-    typer.echo(f"{out}: {result['labelled']} labelled")
+    if result["main"]:
+        typer.echo(f"{out}: {result['labelled']} labelled")
 
 
 @command("finalize")
@@ -87,3 +96,28 @@ def finalize_command(
     from ..pipeline.finalize import finalize_run
     card = finalize_run(out, drop_fraction=drop_fraction, max_pairs=max_pairs)
     typer.echo(f"{out}: kept {card['counts']['kept']} of {card['counts']['generated']} pairs")
+
+
+@command("verify")
+def verify_command(
+    run: Annotated[Path, typer.Argument(help="Generation run directory.")],
+    repair: Annotated[bool, typer.Option("--repair", help="Regenerate damaged or missing samples from their seeds, "
+                                                          "relabel them, remove stray files, rewrite the index.")] = False,
+    workers: Workers = 1,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Check every file of a run against its records (sha256, sizes, class ids, index, stray files).
+    Exit 0 only when the run is clean; 1 when problems are listed."""
+    from ..pipeline.verify import repair_run, verify_run
+    report = verify_run(run)
+    for problem in report.problems:
+        typer.echo(str(problem))
+    if repair and not report.clean:
+        typer.echo(f"repairing {len(report.problems)} problem(s) ...")
+        report = repair_run(run, workers=workers, progress=not quiet)
+        for problem in report.problems:
+            typer.echo(f"still: {problem}")
+    status = "clean" if report.clean else f"{len(report.problems)} problem(s)"
+    typer.echo(f"{run}: {report.samples} samples, {report.labelled} labelled, {report.shards} shards: {status}")
+    if not report.clean:
+        raise typer.Exit(1)

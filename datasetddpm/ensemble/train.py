@@ -36,16 +36,18 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
                    progress: bool = True) -> tuple[PixelEnsemble, dict]:
     """Train `cfg.members` MLPs on the labelled pixels of `bank`; returns the ensemble and a log."""
     torch.manual_seed(train.seed)
-    ensemble = PixelEnsemble(cfg, seed=train.seed)
+    device = bank.stacked[0].device  # train where the features are; initial weights are drawn on the CPU
+    ensemble = PixelEnsemble(cfg, seed=train.seed).to(device)
     opt = torch.optim.Adam(ensemble.parameters(), lr=train.lr, foreach=True)
-    pixels = valid_pixels(bank.mask_tensor, cfg.ignore_label)  # (P, 3)
+    masks = bank.mask_tensor.to(device)
+    pixels = valid_pixels(masks, cfg.ignore_label)  # (P, 3)
     P, M, B = len(pixels), cfg.members, train.batch_size
     per_epoch = P // B  # drop the last partial batch: BatchNorm needs > 1 sample
     if per_epoch < 1:
         raise ValueError(f"only {P} labelled pixels; need at least {B}")
-    active = torch.ones(M, dtype=torch.bool)
-    best = torch.full((M,), float("inf"))
-    stale = torch.zeros(M, dtype=torch.long)
+    active = torch.ones(M, dtype=torch.bool, device=device)
+    best = torch.full((M,), float("inf"), device=device)
+    stale = torch.zeros(M, dtype=torch.long, device=device)
     stopped_at = [None] * M
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     t0, iterations = time.time(), 0
@@ -56,10 +58,11 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
             orders = torch.empty(M, P, dtype=torch.long)  # each member its own global shuffle
             for m in range(M):  # filled row by row: one permutation's temporary at a time, not M
                 orders[m] = torch.from_numpy(np.random.default_rng([train.seed, m, epoch]).permutation(P))
+            orders = orders.to(device)
             for it in range(per_epoch):
                 idx = pixels[orders[:, it * B:(it + 1) * B].reshape(-1)]  # (M*B, 3)
                 x = bank.gather(idx[:, 0], idx[:, 1], idx[:, 2]).view(M, B, -1)
-                y = bank.mask_tensor[idx[:, 0], idx[:, 1], idx[:, 2]].view(M, B)
+                y = masks[idx[:, 0], idx[:, 1], idx[:, 2]].view(M, B)
                 ensemble.train()
                 logits = ensemble(x)
                 losses = F.cross_entropy(logits.reshape(M * B, -1), y.reshape(-1), reduction="none",

@@ -22,6 +22,7 @@ from ..io import (load_state_dict_file, load_state_strict, load_tensors, read_ch
 from .base import FeatureSpec
 
 CHECKPOINT_FORMAT = "datasetddpm.ddpm"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = {
     "ddpm": DDPMScheduler,  # the paper's full ancestral sampler
     "ddim": DDIMScheduler,
@@ -74,6 +75,26 @@ class DiffusionGenerator:
         self.blocks = decoder_blocks(unet)
         self.num_train_timesteps = int(self.train_scheduler.config.num_train_timesteps)
         self._factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        # Rows per UNet call when featurising (images x steps); 0 = all steps of a batch in one call.
+        self.max_forward_batch = 0
+        self.autocast: torch.dtype | None = None  # e.g. torch.bfloat16: UNet calls under autocast
+        self._sampling_unet = self.unet  # torch.compile'd by `optimize(compile=True)`
+
+    def optimize(self, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> None:
+        """Speed options for GPUs: bf16 autocast, channels-last memory format, torch.compile of the sampling
+        UNet (feature extraction stays eager: its hooks stop the forward early)."""
+        if precision not in PRECISIONS:
+            raise OptionError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.autocast = PRECISIONS[precision]
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        self._sampling_unet = torch.compile(self.unet) if compile else self.unet
+
+    def _unet(self, unet, x: torch.Tensor, t: torch.Tensor):
+        if self.autocast is None:
+            return unet(x, t)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            return unet(x, t)
 
     @property
     def device(self) -> torch.device:
@@ -111,7 +132,10 @@ class DiffusionGenerator:
 
     @torch.no_grad()
     def feature_maps(self, images: torch.Tensor, spec: FeatureSpec) -> list[torch.Tensor]:
-        """Native-resolution decoder maps of (B, 3, H, W) uint8 images, step-major then block order."""
+        """Native-resolution decoder maps of (B, 3, H, W) uint8 images, step-major then block order.
+
+        The noised copies for several steps go through the UNet as one batch (B x steps rows, at most
+        `max_forward_batch` per call), instead of one call per step: fewer, larger kernels."""
         self.check_spec(spec)
         B, _, H, W = images.shape
         reason = self.check_image_size(H, W)
@@ -120,30 +144,41 @@ class DiffusionGenerator:
         device = self.device
         x0 = images.to(device, torch.float32) / 127.5 - 1.0
         eps = self.fixed_noise(spec, H, W).to(device)
-        alphas = self.train_scheduler.alphas_cumprod.to(device)
-        deepest_needed = max(spec.blocks)
+        per_call = max(1, self.max_forward_batch // B) if self.max_forward_batch else len(spec.steps)
         maps: list[torch.Tensor] = []
-        for t in spec.steps:
-            captured: dict[int, torch.Tensor] = {}
-
-            def make_hook(index: int):
-                def hook(_module, _inputs, output):
-                    captured[index] = output
-                    if index == deepest_needed:
-                        raise _StopForward
-                return hook
-
-            handles = [self.blocks[b].module.register_forward_hook(make_hook(b)) for b in set(spec.blocks)]
-            try:
-                xt = alphas[t].sqrt() * x0 + (1 - alphas[t]).sqrt() * eps  # q(x_t | x_0), shared eps
-                self.unet(xt, torch.full((B,), t, device=device, dtype=torch.long))
-            except _StopForward:
-                pass
-            finally:
-                for h in handles:
-                    h.remove()
-            maps.extend(captured[b].float() for b in spec.blocks)
+        for first in range(0, len(spec.steps), per_call):
+            steps = list(spec.steps[first:first + per_call])
+            captured = self._decoder_outputs(x0, eps, steps, spec.blocks)
+            for k in range(len(steps)):  # rows k*B .. (k+1)*B are step k's
+                maps.extend(captured[b][k * B:(k + 1) * B].float() for b in spec.blocks)
         return maps
+
+    def _decoder_outputs(self, x0: torch.Tensor, eps: torch.Tensor, steps: list[int],
+                         blocks: Sequence[int]) -> dict[int, torch.Tensor]:
+        """One UNet call on q(x_t | x_0) for every t in `steps` (shared eps), stopped after the last needed
+        block; returns {block: (len(steps) * B, C, h, w)}."""
+        B, device = x0.shape[0], x0.device
+        t = torch.tensor(steps, device=device, dtype=torch.long).repeat_interleave(B)
+        xt = self.train_scheduler.add_noise(x0.repeat(len(steps), 1, 1, 1), eps.expand(len(t), -1, -1, -1), t)
+        captured: dict[int, torch.Tensor] = {}
+        deepest_needed = max(blocks)
+
+        def make_hook(index: int):
+            def hook(_module, _inputs, output):
+                captured[index] = output
+                if index == deepest_needed:
+                    raise _StopForward
+            return hook
+
+        handles = [self.blocks[b].module.register_forward_hook(make_hook(b)) for b in set(blocks)]
+        try:
+            self._unet(self.unet, xt, t)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return captured
 
     # ---- sampling ---------------------------------------------------------------------------
     def make_sampler(self, name: str, num_steps: int):
@@ -160,9 +195,14 @@ class DiffusionGenerator:
         sampler.set_timesteps(num_steps)
         return sampler
 
-    @torch.no_grad()
     def sample(self, seeds: Sequence[int], *, sampler: str = "ddim", num_steps: int = 50) -> torch.Tensor:
-        """(N, 3, R, R) uint8 samples; sample i depends only on seeds[i] (one generator per sample)."""
+        """(N, 3, R, R) uint8 samples on the CPU; sample i depends only on seeds[i] (one generator per sample)."""
+        return self.sample_on_device(seeds, sampler=sampler, num_steps=num_steps).cpu()
+
+    @torch.no_grad()
+    def sample_on_device(self, seeds: Sequence[int], *, sampler: str = "ddim", num_steps: int = 50) -> torch.Tensor:
+        """`sample`, left on the model's device. The initial noise and every ancestral step's noise come from
+        CPU generators seeded per sample, so seeds mean the same images on any device (up to kernel rounding)."""
         scheduler = self.make_sampler(sampler, num_steps)
         device = self.device
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -174,9 +214,9 @@ class DiffusionGenerator:
                                                                                                   "learned_range")
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(x, t)
-            out = self.unet(model_in, t.to(device).expand(len(seeds))).sample
+            out = self._unet(self._sampling_unet, model_in, t.to(device).expand(len(seeds))).sample.float()
             x = scheduler.step(out if keep_variance else out[:, :3], t, x, generator=gens).prev_sample
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------

@@ -2,25 +2,29 @@
 
 Determinism without saved RNG state: the batch, the noise and the timesteps of step s are drawn
 from generators seeded by (seed, s), so a run resumed from its last checkpoint continues exactly
-as an uninterrupted run would.
+as an uninterrupted run would. EMA is diffusers' `EMAModel`, q(x_t | x_0) is `DDPMScheduler.add_noise`,
+the learning-rate schedule a `torch.optim.lr_scheduler.LambdaLR`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
 
 from ..data.images import list_images, read_image
 from ..data.procedural import render
-from ..errors import DatasetDDPMError, InputError
-from ..io import load_optimizer_tensors, load_tensors, optimizer_tensors, read_json, save_tensors, write_json
+from ..errors import DatasetDDPMError, InputError, OptionError
+from ..io import atomic_path, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json, save_tensors, write_json
 from ..progress import progress_bar
 from .diffusion import save_checkpoint
 
@@ -34,10 +38,14 @@ class DDPMTrainConfig:
     resolution: int = 32
     unet: dict = field(default_factory=dict)  # UNet2DModel kwargs; empty = the embedded UNet
     scheduler: dict = field(default_factory=dict)  # DDPMScheduler kwargs; empty = linear 1000
+    attention_resolutions: tuple[int, ...] = ()  # feature-map sides with self-attention (ADM style), e.g. (8,)
     steps: int = 4000
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 200
+    lr_schedule: str = "constant"  # "constant" after warm-up, or "cosine" down to lr * min_lr_ratio
+    schedule_steps: int = 0  # length of the cosine decay (the planned run); past it the lr stays at the floor
+    min_lr_ratio: float = 0.1
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 250
@@ -45,13 +53,65 @@ class DDPMTrainConfig:
     def resolved(self) -> "DDPMTrainConfig":
         from ..presets import EMBEDDED_SCHEDULER, EMBEDDED_UNET
         unet = dict(EMBEDDED_UNET, **self.unet, sample_size=self.resolution)
-        return DDPMTrainConfig(**{**asdict(self), "unet": unet, "scheduler": dict(EMBEDDED_SCHEDULER, **self.scheduler)})
+        if self.attention_resolutions:
+            unet.update(_attention_blocks(len(unet["block_out_channels"]), self.resolution,
+                                          self.attention_resolutions))
+        return DDPMTrainConfig(**{**asdict(self), "unet": unet, "attention_resolutions": tuple(self.attention_resolutions),
+                                  "scheduler": dict(EMBEDDED_SCHEDULER, **self.scheduler)})
+
+    def validate(self) -> None:
+        """Every option checked before anything is written."""
+        checks = [("--steps", self.steps >= 1, f"must be >= 1, got {self.steps}"),
+                  ("--batch-size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+                  ("--lr", self.lr > 0, f"must be > 0, got {self.lr}"),
+                  ("--warmup", self.warmup >= 0, f"must be >= 0, got {self.warmup}"),
+                  ("--checkpoint-every", self.checkpoint_every >= 1, f"must be >= 1, got {self.checkpoint_every}"),
+                  ("--pool-size", self.pool_size >= 1, f"must be >= 1, got {self.pool_size}"),
+                  ("--resolution", self.resolution >= 8 and self.resolution % 8 == 0,
+                   f"must be a multiple of 8 (>= 8), got {self.resolution}"),
+                  ("--ema-decay", 0 <= self.ema_decay < 1, f"must be in [0, 1), got {self.ema_decay}"),
+                  ("--lr-schedule", self.lr_schedule in LR_SCHEDULES,
+                   f"must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
+                  ("--schedule-steps", self.lr_schedule != "cosine" or self.schedule_steps > self.warmup,
+                   f"a cosine schedule needs --schedule-steps > --warmup ({self.warmup}), got {self.schedule_steps}"),
+                  ("--min-lr-ratio", 0 <= self.min_lr_ratio <= 1, f"must be in [0, 1], got {self.min_lr_ratio}")]
+        for option, ok, problem in checks:
+            if not ok:
+                raise OptionError(option, problem)
+        levels = [self.resolution >> i for i in range(len(self.unet["block_out_channels"]))]
+        bad = [r for r in self.attention_resolutions if r not in levels]
+        if bad:
+            raise OptionError("--attention-res", f"{bad} are not feature-map sides of this UNet ({levels})")
 
     def hash(self) -> str:
         d = asdict(self)
         d.pop("steps")  # extending a run is a resume, not a different config
         d.pop("checkpoint_every")
+        if not d["attention_resolutions"]:
+            d.pop("attention_resolutions")  # runs made before the option existed keep their hash
+        for name, default in (("lr_schedule", "constant"), ("schedule_steps", 0), ("min_lr_ratio", 0.1)):
+            if d[name] == default:
+                d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _attention_blocks(levels: int, resolution: int, attention: tuple[int, ...]) -> dict:
+    """UNet2DModel block types with self-attention at the levels whose side is in `attention`."""
+    sides = [resolution >> i for i in range(levels)]
+    down = tuple("AttnDownBlock2D" if s in attention else "DownBlock2D" for s in sides)
+    return {"down_block_types": down, "up_block_types": tuple(b.replace("Down", "Up") for b in reversed(down))}
+
+
+def lr_factor(cfg: DDPMTrainConfig, step: int) -> float:
+    """Learning-rate multiplier at optimisation step `step` (0-based): linear warm-up, then constant or cosine."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    if cfg.lr_schedule == "constant" or step < cfg.warmup:
+        return warm
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.schedule_steps - cfg.warmup))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _load_pool(cfg: DDPMTrainConfig) -> np.ndarray:
@@ -82,48 +142,73 @@ def _batch(pool: np.ndarray, cfg: DDPMTrainConfig, step: int) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def _state(unet, ema, opt, step) -> dict[str, torch.Tensor]:
+def _state(unet, ema: EMAModel, opt, step) -> dict[str, torch.Tensor]:
+    names = [n for n, _ in unet.named_parameters()]
     state = {f"model.{k}": v for k, v in unet.state_dict().items()}
-    state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    state.update({f"ema.{n}": p for n, p in zip(names, ema.shadow_params)})
     state.update(optimizer_tensors(opt))
     state["step"] = torch.tensor(step)
+    state["ema_step"] = torch.tensor(ema.optimization_step)
     return state
 
 
-def _restore(state, unet, ema, opt) -> int:
+def _restore(state, unet, ema: EMAModel, opt, device) -> int:
     unet.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-    ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+    names = [n for n, _ in unet.named_parameters()]
+    ema_state = ema.state_dict()
+    ema_state["shadow_params"] = [state[f"ema.{n}"].to(device) for n in names]
+    ema_state["optimization_step"] = int(state["ema_step"])
+    ema.load_state_dict(ema_state)
     load_optimizer_tensors(opt, state)
     return int(state["step"])
 
 
+def _write_log(path: Path, record: dict) -> None:
+    """Append one line to the loss log, first dropping lines past `record`'s step (written by a run that
+    was killed after logging but before its state save), so a resumed run's log equals an uninterrupted one."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < record["step"]]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in kept) + json.dumps(record) + "\n")
+
+
 def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = False, progress: bool = True,
-               log=print) -> Path:
-    """Train (or resume) into `out_dir`; returns the directory holding the EMA checkpoint."""
+               device: str | torch.device = "cpu", log=print) -> Path:
+    """Train (or resume) into `out_dir`; returns the directory holding the EMA checkpoint.
+
+    The batch, noise and timesteps of step s are drawn on the CPU from generators seeded by (seed, s), so a
+    resumed run continues exactly as an uninterrupted one would, and a GPU run sees the same data."""
     out = Path(out_dir)
     cfg = cfg.resolved()
+    cfg.validate()
+    device = torch.device(device)
+    pool = _load_pool(cfg)  # a bad image folder is refused before anything is written
     run_file = out / "train_config.json"
     if run_file.exists() and not overwrite:
         previous = read_json(run_file)
         if previous.get("hash") != cfg.hash():
             raise DatasetDDPMError(f"{out}: holds a run with a different config (hash {previous.get('hash')} != "
                                    f"{cfg.hash()}); use --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(run_file, {"hash": cfg.hash(), "config": asdict(cfg)})
-
+    state_file = out / "train_state.safetensors"
     torch.manual_seed(cfg.seed)
-    unet = UNet2DModel(**cfg.unet)
-    ema = UNet2DModel(**cfg.unet).requires_grad_(False)
-    ema.load_state_dict(unet.state_dict())
+    unet = UNet2DModel(**cfg.unet).to(device)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     scheduler = DDPMScheduler(**cfg.scheduler)
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
     step = 0
-    state_file = out / "train_state.safetensors"
     if state_file.exists() and not overwrite:
-        step = _restore(load_tensors(state_file), unet, ema, opt)
+        step = _restore(load_tensors(state_file), unet, ema, opt, device)
         log(f"resuming {out} at step {step}")
-    pool = _load_pool(cfg)
-    alphas = scheduler.alphas_cumprod
+    elif overwrite and out.exists():
+        for stale in (state_file, out / "train_log.jsonl"):
+            stale.unlink(missing_ok=True)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s), last_epoch=-1)
+    with warnings.catch_warnings():  # moving the schedule to the resumed step, not an optimiser step
+        warnings.simplefilter("ignore", UserWarning)
+        lr_sched.last_epoch = step - 1
+        lr_sched.step()
+    write_json(run_file, {"hash": cfg.hash(), "config": asdict(cfg)})
+    ema_unet = UNet2DModel(**cfg.unet).requires_grad_(False)
     log_file = out / "train_log.jsonl"
     losses: list[float] = []
     t0 = time.time()
@@ -135,27 +220,23 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
             noise = torch.randn(x0.shape, generator=g)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=g)
-            a = alphas[t].view(-1, 1, 1, 1)
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            x0, noise, t = x0.to(device), noise.to(device), t.to(device)
+            xt = scheduler.add_noise(x0, noise, t)
             loss = torch.nn.functional.mse_loss(unet(xt, t).sample, noise)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             opt.step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), unet.parameters()):
-                    pe.lerp_(p, 1 - decay)
+            lr_sched.step()
+            ema.step(unet.parameters())
             step += 1
             losses.append(loss.item())
             bar.update(task, completed=step, info=f"loss {np.mean(losses[-50:]):.4f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_tensors(state_file, _state(unet, ema, opt, step))
-                save_checkpoint(out / "ema", ema, scheduler.config,
+                ema.copy_to(ema_unet.parameters())
+                save_checkpoint(out / "ema", ema_unet, scheduler.config,
                                 {"training": {"step": step, "config_hash": cfg.hash(), "seed": cfg.seed}})
-                with open(log_file, "a") as f:
-                    f.write(json.dumps({"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
-                                        "seconds": round(time.time() - t0, 1)}) + "\n")
+                _write_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
+                                      "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
     return out / "ema"

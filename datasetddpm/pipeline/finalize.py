@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetDDPMError, OptionError
-from ..io import atomic_path, read_json, write_json
+from ..io import atomic_path, read_json, run_lock, write_json
 from .config import SampleConfig
 from .shards import ShardStore, sample_name, shard_name
 
@@ -33,6 +33,11 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
     run = Path(run_dir)
     cfg = SampleConfig(**read_json(run / "manifest.json")["config"])
     labels = read_json(run / "labels_manifest.json")
+    from .verify import cheap_check
+    cheap_check(run)
+    # Everything the card needs is read before index.jsonl is replaced, so index and card never disagree.
+    from ..ensemble.model import load_ensemble
+    ens = load_ensemble(labels["config"]["ensemble"]).cfg
     store = ShardStore(run)
     rows = []
     for k in range(cfg.num_shards):
@@ -50,12 +55,6 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
     ids = np.array([r["id"] for r in rows])
     keep = kept_ids(ids, np.array([r["uncertainty"] for r in rows]), drop_fraction, max_pairs)
     import json
-    with atomic_path(run / "index.jsonl") as tmp:
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps({**r, "kept": r["id"] in keep}) + "\n")
-    from ..ensemble.model import load_ensemble
-    ens = load_ensemble(labels["config"]["ensemble"]).cfg
     from ..data.images import palette_for
     card = {"classes": list(ens.class_names), "palette": [list(c) for c in palette_for(ens.num_classes)],
             "ignore_label": ens.ignore_label, "model": cfg.model, "blocks": ens.features.get("blocks"),
@@ -64,5 +63,10 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
             "counts": {"generated": len(rows), "kept": len(keep), "dropped": len(rows) - len(keep)},
             "drop_fraction": drop_fraction, "max_pairs": max_pairs, "config_hash": cfg.hash(),
             "labels_hash": labels["hash"], "ensemble": labels["config"]["ensemble"]}
-    write_json(run / "dataset_card.json", card)
+    with run_lock(run):
+        with atomic_path(run / "index.jsonl") as tmp:
+            with open(tmp, "w") as f:
+                for r in rows:
+                    f.write(json.dumps({**r, "kept": r["id"] in keep}) + "\n")
+        write_json(run / "dataset_card.json", card)
     return card

@@ -7,14 +7,18 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..devices import resolve_device
 from ..direct import FeatureSource, segment
-from ..distributed import launch, resolve_world
+from ..distributed import launch, resolve_world, torchrun_env
 from ..ensemble.model import load_ensemble
+from ..errors import DatasetDDPMError, InputError
+from ..io import check_output_dir, read_json, run_lock
 from ..generators.diffusion import load_generator
 from ..progress import progress_bar
 from .config import SampleConfig, claim_manifest, sample_seed
@@ -31,11 +35,13 @@ def _ensemble_hash(ensemble_dir: str | Path) -> str:
 
 
 class _Labeller:
-    def __init__(self, ensemble_dir: str | Path, generator=None, device: str = "cpu"):
-        self.ensemble = load_ensemble(ensemble_dir)
+    """The ensemble and its generator on one device; labels a batch of images (numpy in, numpy out)."""
+
+    def __init__(self, ensemble_dir: str | Path, generator=None, device: str | torch.device = "cpu"):
+        self.ensemble = load_ensemble(ensemble_dir).to(device)
         spec = self.ensemble.cfg.feature_spec()
-        if generator is None or generator.source != self.ensemble.cfg.model:
-            generator = load_generator(self.ensemble.cfg.model, device)
+        if generator is None:  # `label` over a finished run; `sample` passes its own (checked) generator
+            generator = load_generator(self.ensemble.cfg.model or "embedded", device)
         self.source = FeatureSource(generator, spec)
         self.num_classes = self.ensemble.cfg.num_classes
 
@@ -50,6 +56,7 @@ def _committed_samples(store: ShardStore, cfg: SampleConfig, labels: bool) -> in
 def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str | None, labels_hash: str,
           do_sample: bool, device: str, progress: bool) -> None:
     cfg = SampleConfig(**cfg_dict)
+    device = resolve_device(device, rank=rank)
     store = ShardStore(run_dir)
     fault_after = int(os.environ.get(FAULT_ENV, "0"))
     generator = load_generator(cfg.model, device) if do_sample else None
@@ -92,48 +99,104 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                 bar.update(task, completed=_committed_samples(store, cfg, labels=not do_sample))
 
 
-def _prepare_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, overwrite: bool) -> str:
-    labels_hash = _ensemble_hash(ensemble_dir)
-    if claim_manifest(run / "labels_manifest.json", "labels", {"ensemble": str(ensemble_dir)}, labels_hash,
-                      overwrite=overwrite):
+def check_labeller(ensemble_dir: str | Path, generator) -> None:
+    """An ensemble fits a generator: same model, same image size, features it can compute with the
+    dimension its weights take. One line naming the ensemble and the mismatch otherwise."""
+    ens = load_ensemble(ensemble_dir).cfg
+    where = Path(ensemble_dir) / "ensemble.json"
+    if ens.model and ens.model != generator.source:
+        raise InputError(where, f"was trained on features of {ens.model}, not of --model {generator.source}; "
+                                "leave --model out to use the ensemble's own model")
+    if ens.resolution and ens.resolution != generator.resolution:
+        raise InputError(where, f"was trained at {ens.resolution} px but the model makes {generator.resolution} px images")
+    spec = ens.feature_spec()
+    if spec is not None:
+        dim = sum(generator.feature_channels(spec))
+        if dim != ens.in_dim:
+            raise InputError(where, f"lists blocks {list(spec.blocks)} x steps {list(spec.steps)} = {dim} features, "
+                                    f"but its weights take {ens.in_dim}: the JSON does not match the weights")
+
+
+def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> SampleConfig:
+    """Check every input of a run before anything is written; returns the config with the model resolved.
+
+    No --model (cfg.model empty) means the ensemble's own model, else the embedded one; the model is
+    recorded as an absolute path, so the run can be continued from any working directory."""
+    cfg.validate()
+    if not cfg.model:
+        cfg = replace(cfg, model=load_ensemble(ensemble).cfg.model or "embedded" if ensemble else "embedded")
+    generator = load_generator(cfg.model)
+    generator.make_sampler(cfg.sampler, cfg.sampling_steps)  # unknown sampler / step count: one line
+    if ensemble is not None:
+        check_labeller(ensemble, generator)
+    return replace(cfg, model=generator.source)
+
+
+def _claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
+                  overwrite: bool) -> None:
+    if claim_manifest(run / "labels_manifest.json", "labels", {"ensemble": str(Path(ensemble_dir).resolve())},
+                      labels_hash, overwrite=overwrite):
         for k in range(cfg.num_shards):
             store.discard(k, labels_only=True)
-    return labels_hash
+
+
+def _lock_holder() -> bool:
+    """The process that holds the run lock: this one, or global rank 0 under torchrun."""
+    return not torchrun_env() or os.environ.get("RANK") == "0"
+
+
+def _first_shard_bytes(cfg: SampleConfig, resolution: int = 256) -> int:
+    return 2 * min(cfg.shard_size, cfg.n) * 3 * resolution * resolution  # images + masks, PNG at worst raw
 
 
 def sample_run(run_dir: str | Path, cfg: SampleConfig, *, ensemble: str | Path | None = None, workers: int = 1,
                gpus: int = 0, device: str = "cpu", threads: int | None = None, overwrite: bool = False,
                progress: bool = True) -> dict:
-    """Generate `cfg.n` samples into `run_dir` (labelling each shard when `ensemble` is given); resumable."""
-    cfg.validate()
+    """Generate `cfg.n` samples into `run_dir` (labelling each shard when `ensemble` is given); resumable.
+    Every input is checked before anything is written. Under torchrun (any number of nodes) every rank
+    runs this; rank 0 alone writes the manifests."""
     world, backend, device = resolve_world(workers, gpus, device)
+    cfg = resolve_sample_config(cfg, ensemble)
     run = Path(run_dir)
+    check_output_dir(run, _first_shard_bytes(cfg))
     store = ShardStore(run)
-    if claim_manifest(run / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=overwrite):
-        shutil.rmtree(store.root, ignore_errors=True)  # a different run: start from nothing
-    store.clean_partials()
-    labels_hash = _prepare_labels(run, ensemble, cfg, store, overwrite) if ensemble else ""
-    launch(_work, (str(run), asdict(cfg), str(ensemble) if ensemble else None, labels_hash, True, device, progress),
-           world=world, backend=backend, threads=threads)
+    labels_hash = _ensemble_hash(ensemble) if ensemble else ""
+
+    def prepare() -> None:
+        if claim_manifest(run / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=overwrite):
+            shutil.rmtree(store.root, ignore_errors=True)  # a different run: start from nothing
+        store.clean_partials()
+        if ensemble:
+            _claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
+
+    with run_lock(run, enabled=_lock_holder()):
+        main = launch(_work, (str(run), asdict(cfg), str(ensemble) if ensemble else None, labels_hash, True, device,
+                              progress), world=world, backend=backend, threads=threads, prepare=prepare)
     return {"samples": _committed_samples(store, cfg, False),
-            "labelled": _committed_samples(store, cfg, True) if ensemble else 0}
+            "labelled": _committed_samples(store, cfg, True) if ensemble else 0, "main": main}
 
 
 def label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gpus: int = 0, device: str = "cpu",
               threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
-    """Label every committed shard of an existing sample run that has no labels yet; resumable."""
-    from ..io import read_json
+    """Label every committed shard of an existing sample run that has no labels yet; resumable. The
+    ensemble is checked against the run's model before any label is written or (--overwrite) deleted."""
     run = Path(run_dir)
     cfg = SampleConfig(**read_json(run / "manifest.json")["config"])
     world, backend, device = resolve_world(workers, gpus, device)
     store = ShardStore(run)
-    store.clean_partials()
     missing = [k for k in range(cfg.num_shards) if not store.committed(k)]
     if missing:
-        from ..errors import DatasetDDPMError
         raise DatasetDDPMError(f"{run}: {len(missing)} shard(s) not sampled yet (first: {missing[0]}); "
                                f"finish `datasetddpm sample` first")
-    labels_hash = _prepare_labels(run, ensemble, cfg, store, overwrite)
-    launch(_work, (str(run), asdict(cfg), str(ensemble), labels_hash, False, device, progress),
-           world=world, backend=backend, threads=threads)
-    return {"labelled": _committed_samples(store, cfg, True)}
+    check_labeller(ensemble, load_generator(cfg.model))
+    check_output_dir(run, _first_shard_bytes(cfg))
+    labels_hash = _ensemble_hash(ensemble)
+
+    def prepare() -> None:
+        store.clean_partials()
+        _claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
+
+    with run_lock(run, enabled=_lock_holder()):
+        main = launch(_work, (str(run), asdict(cfg), str(ensemble), labels_hash, False, device, progress),
+                      world=world, backend=backend, threads=threads, prepare=prepare)
+    return {"labelled": _committed_samples(store, cfg, True), "main": main}

@@ -28,21 +28,35 @@ class SegmenterConfig:
     input_scale: int = 1  # upsample factor applied to the input inside the model
     class_names: tuple[str, ...] = ()
     ignore_label: int = 255
+    encoder_depth: int = 5  # unet: encoder stages used (a ResNet's unused last stages are not built)
+    decoder_channels: tuple[int, ...] = ()  # unet: one width per stage, () = smp's default
+
+
+# smp arguments per architecture beyond the shared ones: DeepLabV3 at output stride 8 as in the paper's
+# era, V3+ at its usual 16.
+_ARCH_KWARGS = {"deeplabv3": {"encoder_output_stride": 8}, "deeplabv3plus": {"encoder_output_stride": 16}, "unet": {}}
 
 
 def _smp_model(cfg: SegmenterConfig) -> torch.nn.Module:
     import segmentation_models_pytorch as smp
     if cfg.arch not in ARCHITECTURES:
         raise OptionError("--arch", f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None, classes=cfg.num_classes)  # offline: no pretrained
-    try:
-        if cfg.arch == "deeplabv3":
-            return smp.DeepLabV3(encoder_output_stride=8, **kwargs)
-        if cfg.arch == "deeplabv3plus":
-            return smp.DeepLabV3Plus(encoder_output_stride=16, **kwargs)
-        return smp.Unet(**kwargs)
-    except (KeyError, ValueError) as e:
+    kwargs = dict(_ARCH_KWARGS[cfg.arch])
+    if cfg.arch == "unet":
+        kwargs["encoder_depth"] = cfg.encoder_depth
+        if cfg.decoder_channels:
+            kwargs["decoder_channels"] = tuple(cfg.decoder_channels)
+    try:  # offline: never pretrained weights
+        net = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, classes=cfg.num_classes,
+                               **kwargs)
+    except (KeyError, ValueError, AssertionError) as e:
         raise OptionError("--encoder", f"cannot build {cfg.arch} with encoder {cfg.encoder!r}: {e}") from None
+    # smp keeps a ResNet's stages past encoder_depth although its forward never runs them: drop them,
+    # so they are neither stored nor counted.
+    for stage in range(max(cfg.encoder_depth, 1), 5):
+        if cfg.arch == "unet" and hasattr(net.encoder, f"layer{stage}"):
+            delattr(net.encoder, f"layer{stage}")
+    return net
 
 
 class Segmenter(torch.nn.Module):
@@ -52,7 +66,7 @@ class Segmenter(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = _smp_model(cfg)
-        self.divisor = 16 if cfg.arch == "deeplabv3" else 32
+        self.divisor = 16 if cfg.arch == "deeplabv3" else 2 ** cfg.encoder_depth if cfg.arch == "unet" else 32
 
     def check_size(self, height: int, width: int) -> str | None:
         h, w = height * self.cfg.input_scale, width * self.cfg.input_scale
@@ -84,6 +98,7 @@ def save_segmenter(directory: str | Path, model: Segmenter, extra: dict | None =
 def load_segmenter(directory: str | Path) -> Segmenter:
     raw = dict(read_checkpoint_meta(directory, "config.json", FORMAT, "segmenter")["segmenter"])
     raw["class_names"] = tuple(raw.get("class_names", ()))
+    raw["decoder_channels"] = tuple(raw.get("decoder_channels", ()))
     model = create_segmenter(SegmenterConfig(**raw))
     weights = Path(directory) / "model.safetensors"
     load_state_strict(model, load_tensors(weights), weights)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io import load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors
 from ..progress import progress_bar
 from .model import Segmenter, save_segmenter
 
@@ -24,20 +25,43 @@ class SegTrainConfig:
     cosine: bool = True  # cosine decay to 0 over `steps`
     seed: int = 0
     flip: bool = True  # random horizontal flips
+    checkpoint_every: int = 0  # with out_dir: save the training state every N steps; a rerun resumes there
+
+
+def _save_state(path: Path, model, opt, step: int, losses: list[float]) -> None:
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state.update(optimizer_tensors(opt))
+    state["step"] = torch.tensor(step)
+    state["losses"] = torch.tensor(losses, dtype=torch.float64)
+    save_tensors(path, state)
+
+
+def _restore_state(path: Path, model, opt) -> tuple[int, list[float]]:
+    state = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    load_optimizer_tensors(opt, state)
+    return int(state["step"]), state["losses"].tolist()
 
 
 def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg: SegTrainConfig, *,
                     out_dir: str | Path | None = None, progress: bool = True,
                     evaluate: Callable[[Segmenter], float] | None = None, eval_every: int = 0) -> dict:
-    """Train on (N, H, W, 3) uint8 images and (N, H, W) masks; returns a small log dict."""
+    """Train on (N, H, W, 3) uint8 images and (N, H, W) masks; returns a small log dict.
+
+    Step s's batch and flips come from a generator seeded by (seed, s) and its learning rate from s,
+    so a run resumed from its saved state (`checkpoint_every`) ends with the same weights."""
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n = len(images)
     log: dict = {"loss": [], "eval": []}
+    state_file = Path(out_dir) / "train_state.safetensors" if out_dir is not None and cfg.checkpoint_every else None
+    start = 0
+    if state_file is not None and state_file.exists():
+        start, log["loss"] = _restore_state(state_file, model, opt)
     t0 = time.time()
     with progress_bar(progress) as bar:
-        task = bar.add_task("train-segmenter", total=cfg.steps, info="")
-        for step in range(cfg.steps):
+        task = bar.add_task("train-segmenter", total=cfg.steps, completed=start, info="")
+        for step in range(start, cfg.steps):
             model.train()
             rng = np.random.default_rng([cfg.seed, step])
             idx = rng.integers(0, n, cfg.batch_size)
@@ -58,6 +82,8 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
             bar.update(task, completed=step + 1, info=f"loss {np.mean(log['loss'][-50:]):.3f}")
             if evaluate and eval_every and (step + 1) % eval_every == 0:
                 log["eval"].append({"step": step + 1, "score": evaluate(model)})
+            if state_file is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+                _save_state(state_file, model, opt, step + 1, log["loss"])
     log["seconds"] = round(time.time() - t0, 1)
     if out_dir is not None:
         save_segmenter(out_dir, model, {"training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,

@@ -1,14 +1,23 @@
 """Training DeepLabV3 on generated pairs: Adam, batch 8, epochs, albumentations, best epoch on real images.
 
-The epoch is chosen by mIoU on the real labelled training images (as in the paper). After every
-epoch the full training state is saved atomically, so rerunning the command resumes at the next
-epoch and ends with the same weights as an uninterrupted run.
+Pairs stream from the run's shards through a `DataLoader` (a `DistributedSampler` per rank, the
+augmentations in its worker processes), so memory does not grow with the number of pairs. Every
+augmentation is seeded by (seed, epoch, pair index): the batches of an epoch are the same whatever
+the number of loader workers, and a resumed epoch repeats them exactly.
+
+`batch_size` is per process (per GPU), the DDP convention: G GPUs at --batch-size 8 train on global
+batches of 8 G. The epoch is chosen by mIoU on the real labelled training images (as in the paper).
+After every epoch the full training state (model, optimiser, AMP gradient scaler, best epoch) is saved
+atomically, so rerunning the command resumes at the next epoch and ends with the same weights as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,13 +26,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..errors import DatasetDDPMError
-from ..io import (json_tensor, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json, save_tensors,
-                  tensor_json, write_json)
+from ..errors import DatasetDDPMError, OptionError
+from ..io import (atomic_path, json_tensor, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json,
+                  save_tensors, tensor_json, write_json)
 from ..progress import progress_bar
 from .metrics import confusion_matrix, mean_iou
-from .model import SegmenterConfig, create_segmenter, predict, save_segmenter
+from .model import Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
+
+FAULT_ENV = "DATASETDDPM_DEEPLAB_FAULT_AFTER_STEPS"  # tests: SIGKILL rank 0 after N steps of this process
+_steps_this_process = [0]
 
 
 @dataclass
@@ -32,116 +45,235 @@ class DeepLabTrainConfig:
     encoder: str = "resnet18"  # resnet101 as the reference code; smaller for the embedded default
     input_scale: int = 1  # train and run at an upsampled input (small images: output stride 8)
     epochs: int = 20
-    batch_size: int = 8
+    batch_size: int = 8  # per process (per GPU); the global batch is batch_size x world size
     lr: float = 1e-3
     augment: bool = True
     seed: int = 0
+    loader_workers: int = 0  # DataLoader worker processes per rank (augmentation runs there)
 
-    def hash(self, data_key: str) -> str:
-        d = {**asdict(self), "data": data_key}
+    def validate(self, world: int = 1) -> None:
+        if self.epochs < 1:
+            raise OptionError("--epochs", f"must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise OptionError("--batch-size", f"is per GPU / worker ({world} of them) and must be >= 2: BatchNorm "
+                                              f"cannot train on a batch of {self.batch_size}")
+        if self.lr <= 0:
+            raise OptionError("--lr", f"must be > 0, got {self.lr}")
+        if self.input_scale < 1:
+            raise OptionError("--input-scale", f"must be >= 1, got {self.input_scale}")
+        if self.loader_workers < 0:
+            raise OptionError("--loader-workers", f"must be >= 0, got {self.loader_workers}")
+
+    def hash(self, data_key: str, world: int = 1, amp: bool = False) -> str:
+        """Resume key. World size and AMP are in it: both change the arithmetic (global batch, precision),
+        so a run is only resumed with the ones it started with."""
+        d = {**asdict(self), "data": data_key, "world": world, "amp": amp}
         d.pop("epochs")  # raising --epochs and rerunning extends a run: a resume, not a new config
+        d.pop("loader_workers")  # the batches do not depend on it
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _augmenter(seed: int, ignore_label: int):
+def _augmenter(ignore_label: int):
     import albumentations as A
     return A.Compose([A.HorizontalFlip(p=0.5),
                       A.Affine(scale=(0.85, 1.15), translate_percent=(-0.08, 0.08), rotate=(-10, 10),
                                fill_mask=ignore_label, p=0.5),
-                      A.ColorJitter(0.2, 0.2, 0.2, 0.03, p=0.5)], seed=seed)
+                      A.ColorJitter(0.2, 0.2, 0.2, 0.03, p=0.5)])
 
 
-def train_deeplab(images: np.ndarray, masks: np.ndarray, val_images: np.ndarray, val_masks: np.ndarray,
-                  out_dir: str | Path, cfg: DeepLabTrainConfig, *, num_classes: int, ignore_label: int = 255,
-                  class_names: tuple[str, ...] = (), data_key: str = "", device: str | torch.device = "cpu",
-                  amp: bool = False, progress: bool = True) -> dict:
-    """Train on (N, H, W, 3) pairs; keep the epoch with the best mIoU on the validation (real) images.
+def pair_seed(seed: int, epoch: int, index: int) -> int:
+    """Augmentation seed of pair `index` in `epoch`: independent of batch, rank and loader worker."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
-    Inside a torch.distributed process group this is data-parallel (DDP): every rank takes its share
-    of each global batch of `batch_size`; rank 0 validates, saves and shows progress. `amp` runs the
-    forward pass under autocast (bfloat16 on CPU, float16 with a gradient scaler on CUDA)."""
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    if cfg.batch_size // world < 2:
-        raise DatasetDDPMError(f"--batch-size {cfg.batch_size} over {world} workers leaves < 2 images per worker; "
-                               f"BatchNorm needs at least 2")
-    device = torch.device(device)
-    out = Path(out_dir)
-    run_hash = cfg.hash(data_key)
-    state_file, log_file = out / "train_state.safetensors", out / "train_log.jsonl"
-    if (out / "train_config.json").exists() and read_json(out / "train_config.json").get("hash") != run_hash:
-        raise DatasetDDPMError(f"{out}: holds a training run with a different config; use another --out")
-    if rank == 0:
-        write_json(out / "train_config.json", {"hash": run_hash, "config": asdict(cfg), "data": data_key,
-                                               "world": world, "amp": amp})
+
+class AugmentedPairs(Dataset):
+    """(image, mask) pairs -> ((3, H, W) uint8, (H, W) int64) tensors, augmented per (seed, epoch, index).
+
+    `pairs` is anything indexable that returns (H, W, 3) uint8 and (H, W) arrays: a `GeneratedPairs`
+    (streamed from the shards) or an in-memory list."""
+
+    def __init__(self, pairs, *, augment: bool, seed: int, ignore_label: int):
+        self.pairs, self.augment, self.seed, self.ignore_label = pairs, augment, seed, ignore_label
+        self.epoch = 0
+        self._aug = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.pairs[i]
+        if self.augment:
+            if self._aug is None:  # built lazily, in the loader worker that uses it
+                self._aug = _augmenter(self.ignore_label)
+            self._aug.set_random_seed(pair_seed(self.seed, self.epoch, i))
+            out = self._aug(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return (torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1),  # a writable copy
+                torch.from_numpy(np.asarray(mask).astype(np.int64)))
+
+
+def make_loader(dataset: AugmentedPairs, cfg: DeepLabTrainConfig, epoch: int, rank: int = 0,
+                world: int = 1) -> DataLoader:
+    """This rank's batches of `epoch`: a seeded DistributedSampler share, partial batches dropped."""
+    dataset.epoch = epoch
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.loader_workers,
+                      drop_last=True, persistent_workers=False)
+
+
+@dataclass
+class _Run:
+    """What one rank trains: the model (and its DDP wrapper), optimiser, scaler and progress so far."""
+
+    model: Segmenter
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    start_epoch: int
+    best: dict
+
+
+def build(cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, device: torch.device, amp: bool,
+          distributed: bool) -> _Run:
     torch.manual_seed(cfg.seed)
-    model = create_segmenter(SegmenterConfig(num_classes=num_classes, arch=cfg.arch, encoder=cfg.encoder,
-                                             input_scale=cfg.input_scale, class_names=tuple(class_names),
-                                             ignore_label=ignore_label))
-    reason = model.check_size(*images.shape[1:3])
-    if reason:
-        raise DatasetDDPMError(reason)
-    model.to(device)
+    model = create_segmenter(seg_cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start, best = 0, {"miou": -1.0, "epoch": -1}
-    if state_file.exists():
-        state = load_tensors(state_file)
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        load_optimizer_tensors(opt, state)
-        start = int(state["epoch"])
-        best = tensor_json(state["best"])
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Run(model, net, opt, scaler, 0, {"miou": -1.0, "epoch": -1})
+
+
+def restore(run: _Run, state_file: Path) -> None:
+    if not state_file.exists():
+        return
+    state = load_tensors(state_file)
+    run.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    load_optimizer_tensors(run.opt, state)
+    if "scaler" in state and run.scaler.is_enabled():
+        run.scaler.load_state_dict(tensor_json(state["scaler"]))
+    run.start_epoch = int(state["epoch"])
+    run.best = tensor_json(state["best"])
+
+
+def save_state(path: Path, run: _Run, epoch: int) -> None:
+    state = {f"model.{k}": v for k, v in run.model.state_dict().items()}
+    state.update(optimizer_tensors(run.opt))
+    state["best"] = json_tensor(run.best)
+    state["epoch"] = torch.tensor(epoch)
+    if run.scaler.is_enabled():
+        state["scaler"] = json_tensor(run.scaler.state_dict())
+    save_tensors(path, state)
+
+
+def train_one_epoch(run: _Run, loader: DataLoader, device: torch.device, amp: bool, ignore_label: int,
+                    on_step) -> list[float]:
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
-    scaler = torch.amp.GradScaler(enabled=amp and device.type == "cuda")
-    steps_per_epoch = max(1, len(images) // cfg.batch_size)
-    val_x = torch.from_numpy(val_images).permute(0, 3, 1, 2)
+    fault_after = int(os.environ.get(FAULT_ENV, "0"))
+    run.model.train()
+    losses = []
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            loss = F.cross_entropy(run.net(x).float(), y, ignore_index=ignore_label)
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        losses.append(loss.item())
+        on_step(losses)
+        _steps_this_process[0] += 1
+        if fault_after and _steps_this_process[0] >= fault_after and os.environ.get("RANK", "0") == "0":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return losses
+
+
+def validate(model: Segmenter, val_images: np.ndarray, val_masks: np.ndarray, device: torch.device,
+             num_classes: int, ignore_label: int) -> float:
+    pred = predict(model, torch.from_numpy(val_images).permute(0, 3, 1, 2).to(device)).cpu().numpy()
+    return mean_iou(confusion_matrix(pred, val_masks, num_classes, ignore_label), ignore_label)
+
+
+def _append_log(path: Path, record: dict) -> None:
+    """One line per epoch; lines of epochs >= this one (from a run killed after logging but before saving
+    its state) are dropped first, so the log of a resumed run equals an uninterrupted run's."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] < record["epoch"]]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in kept) + json.dumps(record) + "\n")
+
+
+def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir: str | Path,
+                  cfg: DeepLabTrainConfig, *, num_classes: int, ignore_label: int = 255,
+                  class_names: tuple[str, ...] = (), data_key: str = "", device: str | torch.device = "cpu",
+                  amp: bool = False, progress: bool = True) -> dict:
+    """Train on `pairs` (indexable (image, mask) arrays, e.g. `GeneratedPairs`); keep the epoch with the
+    best mIoU on the validation (real) images.
+
+    Inside a torch.distributed process group this is data-parallel (DDP): each rank trains on its
+    DistributedSampler share with `batch_size` images a step; rank 0 validates, saves and shows
+    progress. `amp` runs the forward pass under autocast (bfloat16 on CPU, float16 with a gradient
+    scaler on CUDA)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    cfg.validate(world)
+    device = torch.device(device)
+    out = Path(out_dir)
+    run_hash = cfg.hash(data_key, world, amp)
+    state_file, log_file = out / "train_state.safetensors", out / "train_log.jsonl"
+    check_resume(out, run_hash)
+    seg_cfg = SegmenterConfig(num_classes=num_classes, arch=cfg.arch, encoder=cfg.encoder, input_scale=cfg.input_scale,
+                              class_names=tuple(class_names), ignore_label=ignore_label)
+    first_image = pairs[0][0]
+    reason = create_segmenter(seg_cfg).check_size(*first_image.shape[:2])
+    if reason:
+        raise DatasetDDPMError(reason)
+    if len(pairs) < cfg.batch_size * world:
+        raise OptionError("--batch-size", f"{len(pairs)} pairs cannot fill one batch of {cfg.batch_size} on each of "
+                                          f"{world} worker(s)")
+    if rank == 0:
+        write_json(out / "train_config.json", {"hash": run_hash, "config": asdict(cfg), "data": data_key,
+                                               "world": world, "amp": amp,
+                                               "global_batch_size": cfg.batch_size * world})
+    run = build(cfg, seg_cfg, device, amp, distributed)
+    restore(run, state_file)
+    dataset = AugmentedPairs(pairs, augment=cfg.augment, seed=cfg.seed, ignore_label=ignore_label)
+    steps_per_epoch = len(dataset) // world // cfg.batch_size
     with progress_bar(progress and rank == 0) as bar:
-        task = bar.add_task("train-deeplab", total=cfg.epochs * steps_per_epoch, completed=start * steps_per_epoch,
-                            info="")
-        for epoch in range(start, cfg.epochs):
+        task = bar.add_task("train-deeplab", total=cfg.epochs * steps_per_epoch,
+                            completed=run.start_epoch * steps_per_epoch, info="")
+        for epoch in range(run.start_epoch, cfg.epochs):
             t0 = time.time()
             torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout draws: a resumed epoch repeats them exactly
-            aug = _augmenter(cfg.seed * 10_007 + epoch, ignore_label) if cfg.augment else None
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
-            model.train()
-            losses = []
-            for s in range(steps_per_epoch):
-                idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size][rank::world]  # this rank's share
-                xs, ys = images[idx], masks[idx]
-                if aug is not None:
-                    pairs = [aug(image=x, mask=y) for x, y in zip(xs, ys)]
-                    xs, ys = np.stack([p["image"] for p in pairs]), np.stack([p["mask"] for p in pairs])
-                x = torch.from_numpy(np.ascontiguousarray(xs)).permute(0, 3, 1, 2).to(device)
-                y = torch.from_numpy(np.ascontiguousarray(ys).astype(np.int64)).to(device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    loss = F.cross_entropy(net(x).float(), y, ignore_index=ignore_label)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(loss.item())
-                bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses[-20:]):.3f} best {100 * best['miou']:.1f}")
+
+            def on_step(losses, epoch=epoch):
+                bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses[-20:]):.3f} "
+                                                 f"best {100 * run.best['miou']:.1f}")
+            losses = train_one_epoch(run, make_loader(dataset, cfg, epoch, rank, world), device, amp, ignore_label,
+                                     on_step)
             if rank == 0:
-                pred = predict(model, val_x.to(device)).cpu().numpy()
-                miou = mean_iou(confusion_matrix(pred, val_masks, num_classes, ignore_label), ignore_label)
-                if miou > best["miou"]:
-                    best = {"miou": miou, "epoch": epoch}
-                    save_segmenter(out / "best", model, {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})
-                with open(log_file, "a") as f:
-                    f.write(json.dumps({"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
-                                        "seconds": round(time.time() - t0, 1)}) + "\n")
-                _save_state(state_file, model, opt, epoch + 1, best)
+                miou = validate(run.model, val_images, val_masks, device, num_classes, ignore_label)
+                if miou > run.best["miou"]:
+                    run.best = {"miou": miou, "epoch": epoch}
+                    save_segmenter(out / "best", run.model,
+                                   {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})
+                _append_log(log_file, {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
+                                       "seconds": round(time.time() - t0, 1)})
+                save_state(state_file, run, epoch + 1)
             if distributed:
                 dist.barrier()
-    return {"best_epoch": best["epoch"], "best_val_miou": best["miou"], "epochs": cfg.epochs}
+    return {"best_epoch": run.best["epoch"], "best_val_miou": run.best["miou"], "epochs": cfg.epochs}
 
 
-def _save_state(path: Path, model, opt, epoch: int, best: dict) -> None:
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state.update(optimizer_tensors(opt))
-    state["best"] = json_tensor(best)
-    state["epoch"] = torch.tensor(epoch)
-    save_tensors(path, state)
+def check_resume(out: Path, run_hash: str) -> None:
+    """Refuse an output folder that holds a training run with another config (or world size, or AMP)."""
+    config_file = out / "train_config.json"
+    if config_file.exists():
+        previous = read_json(config_file)
+        if previous.get("hash") != run_hash:
+            raise DatasetDDPMError(f"{out}: holds a training run with a different config (world {previous.get('world')}, "
+                                   f"amp {previous.get('amp')}, hash {previous.get('hash')}); rerun with the same "
+                                   "options to resume, or use another --out")
