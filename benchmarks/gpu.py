@@ -110,7 +110,6 @@ def _throughput(device: torch.device, quick: bool, batch: int, steps: int, repea
         if device.type == "cuda":
             row["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         rows.append(row)
-        del generator, head, ensemble
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

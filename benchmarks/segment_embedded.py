@@ -22,7 +22,7 @@ from datasetddpm.data.procedural import render_batch
 from datasetddpm.direct import FeatureSource, Segmentation, _batches, segment
 from datasetddpm.ensemble.predict import image_uncertainty, predict_pixels
 from datasetddpm.features import upsample_concat
-from datasetddpm.generators.diffusion import load_generator
+from datasetddpm.generators.loading import load_generator
 from datasetddpm.presets import EMBEDDED
 
 

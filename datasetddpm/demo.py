@@ -21,7 +21,7 @@ from .data.folders import read_labelled, write_procedural_dataset
 from .direct import CachedSource, FeatureSource, evaluate_labels, fit_ensemble, segment
 from .ensemble.model import save_ensemble
 from .ensemble.train import EnsembleTrainConfig
-from .generators.diffusion import load_generator
+from .generators.loading import load_generator
 from .io import write_json
 from .presets import EMBEDDED, EMBEDDED_ORACLE_DIR
 

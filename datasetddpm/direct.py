@@ -94,6 +94,9 @@ def fit_ensemble(source: FeatureSource, images: np.ndarray, masks: np.ndarray, *
                          resolution=int(images.shape[1]))
     ensemble, log = train_ensemble(bank, cfg, train, progress=progress)
     log["feature_bank_mb"] = round(bank.nbytes() / 2**20, 1)
+    # The labeller's class balance, for the dataset card to compare the synthetic labels with.
+    labelled = bank.mask_tensor[bank.mask_tensor != ignore_label]
+    log["class_pixels"] = torch.bincount(labelled.flatten(), minlength=num_classes)[:num_classes].tolist()
     return ensemble, log
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import re
 import shutil
+import signal
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -18,12 +20,44 @@ from safetensors.torch import load_file, save_file
 from .errors import DatasetDDPMError, InputError
 
 
+KILL_ENV = "DATASETDDPM_KILL_AT_WRITE"  # tests: SIGKILL this process at its N-th atomic write, tmp written
+_writes = [0]
+
+
+WRITES_LOG_ENV = "DATASETDDPM_WRITES_LOG"  # tests: append one line per atomic write to this file
+
+
+def _maybe_killed() -> None:
+    """Fault injection for the kill-anywhere tests: die with the temporary file written but not renamed."""
+    log = os.environ.get(WRITES_LOG_ENV)
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    at = os.environ.get(KILL_ENV)
+    if at:
+        _writes[0] += 1
+        if _writes[0] == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporaries(directory: str | Path) -> None:
+    """Delete the temporary files (`.<name>.*.tmp`) that atomic writes of a killed command left in
+    `directory` (not recursive). Call it only while holding the folder's run lock."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for p in directory.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; on success fsync it and rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files
     try:
@@ -31,10 +65,21 @@ def atomic_path(path: str | Path):
         os.chmod(tmp, 0o644)  # a writer that replaced the file (safetensors does) left mkstemp's 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        _maybe_killed()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, InputError):
+            raise write_error(path, e) from None
         raise
+
+
+def write_error(path: str | Path, error: OSError) -> InputError:
+    """An OS error while writing output (disk full, read-only, not a directory, permissions) as one line."""
+    reason = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+              errno.EACCES: "permission denied", errno.ENOTDIR: "a parent is not a directory",
+              errno.EDQUOT: "disk quota exceeded"}.get(error.errno, error.strerror or type(error).__name__)
+    return InputError(path, f"cannot write: {reason}")
 
 
 def check_output_dir(path: str | Path, need_bytes: int = 0, option: str = "--out") -> Path:

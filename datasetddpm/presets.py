@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .data.images import palette_for
 from .data.procedural import CLASS_NAMES as EMBEDDED_CLASSES
 from .ensemble.model import hidden_sizes
 from .generators.base import FeatureSpec
 
-ASSETS = Path(__file__).parent / "assets"
-EMBEDDED_MODEL_DIR = ASSETS / "embedded" / "ddpm"
-EMBEDDED_ORACLE_DIR = ASSETS / "embedded" / "oracle"
+from .paths import ASSETS, EMBEDDED_MODEL_DIR, EMBEDDED_ORACLE_DIR  # noqa: F401  (re-exported)
 
 # The embedded UNet: 1.06M parameters, 32 px, three levels (32/64/64 channels), one resnet per
 # level, no attention. Sized so that training fits a background CPU run and DDIM-50 sampling of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ from .ensemble.model import PixelEnsemble, load_ensemble, save_ensemble
 from .ensemble.train import EnsembleTrainConfig
 from .errors import InputError, OptionError
 from .generators.base import FeatureSpec
-from .generators.diffusion import load_generator
-from .io import write_json
+from .generators.loading import load_generator
+from .io import check_output_dir, read_json, remove_stale_temporaries, run_lock, write_json
 from .presets import get_preset
 from .segmenters.model import load_segmenter, predict
 
@@ -108,13 +109,16 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
     source = source_for(problem, colour=colour, device=device)
     _check_sizes(source, labelled.images, labelled.paths, problem.resolution)
     train = train or EnsembleTrainConfig()
+    check_output_dir(out)
     t0 = time.time()
     ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
                                  ignore_label=problem.ignore_label, class_names=problem.class_names,
                                  train=train, progress=progress)
     log["seconds_total"] = round(time.time() - t0, 2)
-    save_ensemble(out, ensemble, {"training": {**log, "data": str(folder), "images": len(labelled),
-                                               "seed": train.seed, "members": train.members}})
+    with run_lock(out):
+        remove_stale_temporaries(out)
+        save_ensemble(out, ensemble, {"training": {**log, "data": str(folder), "images": len(labelled),
+                                                   "seed": train.seed, "members": train.members}})
     return log
 
 
@@ -191,14 +195,17 @@ def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *,
     over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL), `cfg.batch_size` images per process."""
     from dataclasses import asdict
     from .data.generated import GeneratedPairs
-    from .distributed import launch, resolve_world
-    from .io import read_json
+    from .distributed import launch, resolve_world, torchrun_env
     from .pipeline.verify import cheap_check
     GeneratedPairs(run)  # validate the run before starting workers
     cheap_check(run, index=True)
     world, backend, device = resolve_world(workers, gpus, device)
     cfg.validate(world)
-    launch(_deeplab_worker, (str(run), str(val), str(out), asdict(cfg), device, amp, progress), world=world,
-           backend=backend, threads=threads)
+    check_output_dir(out)
+    with run_lock(out, enabled=not torchrun_env() or os.environ.get("RANK") == "0"):
+        remove_stale_temporaries(out)
+        remove_stale_temporaries(Path(out) / "best")
+        launch(_deeplab_worker, (str(run), str(val), str(out), asdict(cfg), device, amp, progress), world=world,
+               backend=backend, threads=threads)
     best = read_json(Path(out) / "best" / "config.json")["training"]
     return {"best_epoch": best["epoch"], "best_val_miou": best["val_miou"]}

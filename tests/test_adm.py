@@ -22,7 +22,8 @@ from datasetddpm.errors import InputError, OptionError
 from datasetddpm.generators.adm import (ADM_FLAG_SETS, ADMFlags, adm_scheduler_config, adm_unet_config, convert_adm,
                                         convert_adm_state_dict, flags_from_dict, load_adm)
 from datasetddpm.generators.base import FeatureSpec
-from datasetddpm.generators.diffusion import DiffusionGenerator, build_unet, decoder_blocks, load_generator
+from datasetddpm.generators.diffusion import DiffusionGenerator, build_unet, decoder_blocks
+from datasetddpm.generators.loading import load_generator
 from datasetddpm.io import load_state_dict_file
 
 with warnings.catch_warnings():  # guided_diffusion.nn uses a deprecated torch.cuda.amp decorator

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from datasetddpm.cli.main import get_app
@@ -104,3 +103,25 @@ def test_for_annotation_exports_a_labelled_folder_layout(tiny_model_dir, tmp_pat
     labelled = read_labelled(out, 7)
     assert len(labelled) == 3 and labelled.masks.max() < 7
     assert len(json.loads((out / "samples.json").read_text())["seeds"]) == 3
+
+
+def test_class_balance_of_the_kept_labels_against_the_labellers():
+    from datasetddpm.pipeline.finalize import class_balance
+    r = class_balance([[10, 0, 0, 1], [10, 0, 5, 0]], [40, 20, 20, 20], ("a", "b", "c", "d"))
+    shares = {k: v["kept_pixel_share"] for k, v in r["class_balance"].items()}
+    assert shares == {"a": round(20 / 26, 6), "b": 0.0, "c": round(5 / 26, 6), "d": round(1 / 26, 6)}
+    assert r["class_balance"]["a"]["labeller_pixel_share"] == 0.4
+    assert r["warnings"] == ["class 'b' never appears in the kept labels",
+                             "class 'd' is 3.85 % of the kept label pixels but 20 % of the labeller's: "
+                             "under-represented in the samples"]
+    assert class_balance([None], None, ("a",)) == {}  # runs labelled before counts were recorded
+
+
+def test_finalize_records_the_class_balance_in_the_card(tiny_model_dir, tiny_ensemble, tmp_path):
+    assert runner.invoke(app, _sample_args(tmp_path / "run", tiny_model_dir, tiny_ensemble)).exit_code == 0
+    r = runner.invoke(app, ["finalize", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "run" / "dataset_card.json").read_text())
+    assert set(card["class_balance"]) == set("abcdefg")
+    assert abs(sum(v["kept_pixel_share"] for v in card["class_balance"].values()) - 1) < 1e-4
+    assert "% of kept label pixels" in r.output

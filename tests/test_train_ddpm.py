@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from datasetddpm.errors import DatasetDDPMError
-from datasetddpm.generators.diffusion import load_generator
+from datasetddpm.generators.loading import load_generator
 from datasetddpm.generators.train_ddpm import DDPMTrainConfig, train_ddpm
 from datasetddpm.io import load_tensors
 

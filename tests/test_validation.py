@@ -144,3 +144,58 @@ def test_one_writer_per_run_and_stale_locks_are_taken_over(sampled_run, tiny_mod
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # its process is gone
     assert run(*_sample(sampled_run, tiny_model_dir, "--ensemble", tiny_ensemble)).exit_code == 0
     assert tree_state(sampled_run) == before  # taken over, and removed at the end
+
+
+def test_a_full_disk_is_one_line_before_and_during_the_run(tiny_model_dir, tmp_path, monkeypatch):
+    import errno
+    import os
+    from collections import namedtuple
+    import datasetddpm.io as dio
+    import datasetddpm.pipeline.shards as shards
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(dio.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
+    one_line_error(run(*_sample(tmp_path / "run", tiny_model_dir)), "only 1 MiB free", "MiB needed for the first shard")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.undo()
+
+    def full(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(shards, "_fsync_dir", full)  # the disk fills while shard 0 is written
+    one_line_error(run(*_sample(tmp_path / "run", tiny_model_dir)), "shards/00000/images: cannot write: no space left")
+    assert not list((tmp_path / "run").rglob("*.partial"))
+    monkeypatch.undo()
+    assert run(*_sample(tmp_path / "run", tiny_model_dir)).exit_code == 0  # space again: the same command resumes
+
+
+def test_read_only_output_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+    import datasetddpm.io as dio
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(dio.tempfile, "mkstemp", read_only)
+    with pytest.raises(Exception, match=r"x.json: cannot write: read-only file system"):
+        dio.write_json(tmp_path / "x.json", {})
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_a_mask_without_its_image_is_refused(tiny_dataset, tmp_path):
+    folder = tmp_path / "labelled"
+    shutil.copytree(tiny_dataset / "real" / "train", folder)
+    shutil.copy(folder / "train_00000.npy", folder / "lost.npy")
+    one_line_error(run("train-ensemble", "--data", folder, "--out", tmp_path / "e", "--quiet"),
+                   "lost.npy: mask with no image: expected lost.png or lost.jpg beside it")
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("name", ["with space", "naïve-données"])
+def test_paths_with_spaces_and_non_ascii_work(tiny_dataset, tmp_path, name):
+    folder = tmp_path / name / "labelled set"
+    shutil.copytree(tiny_dataset / "real" / "train", folder)
+    r = run("train-ensemble", "--data", folder, "--out", tmp_path / name / "ens é", "--colour", "--members", 2,
+            "--quiet")
+    assert r.exit_code == 0, r.output
+    r = run("segment", "--images", folder, "--out", tmp_path / name / "masks ü", "--ensemble", tmp_path / name / "ens é",
+            "--quiet")
+    assert r.exit_code == 0 and len(list((tmp_path / name / "masks ü").glob("*.png"))) == 4, r.output

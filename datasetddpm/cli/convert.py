@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .main import command
+from .app import command
 
 
 @command("convert-adm")
@@ -21,7 +21,7 @@ def convert_adm_command(
 ) -> None:
     """Convert an ADM checkpoint to a diffusers UNet2DModel folder usable as --model (checked exactly)."""
     from ..generators.adm import convert_adm
-    from ..generators.diffusion import load_generator
+    from ..generators.loading import load_generator
     folder = convert_adm(checkpoint, flags, out, overwrite=overwrite)
     generator = load_generator(folder)
     params = sum(p.numel() for p in generator.unet.parameters())

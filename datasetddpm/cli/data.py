@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .main import command
+from .app import command
 
 
 @command("make-dataset")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
-from .main import command
+from .app import command
 
 
 @command("train-ddpm")
@@ -63,17 +63,19 @@ def train_oracle_command(
     decoder_channels: Annotated[Optional[str], typer.Option(help="unet: decoder widths, e.g. '128,64,32,16'.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between saved training states.")] = 250,
     seed: opt.Seed = 0,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train the embedded domain's oracle segmenter (stands in for an annotator of generated samples)."""
     from ..data.oracle import train_oracle
+    from ..devices import resolve_device
     from ..io import write_json
     opt.set_threads(threads)
     log = train_oracle(out, steps=steps, pool=pool, batch_size=batch_size, seed=seed, lr=lr, arch=arch, encoder=encoder,
                        input_scale=input_scale, encoder_depth=encoder_depth,
                        decoder_channels=opt.parse_ints("--decoder-channels", decoder_channels) or (),
-                       checkpoint_every=checkpoint_every, progress=not quiet)
+                       checkpoint_every=checkpoint_every, device=resolve_device(device), progress=not quiet)
     write_json(Path(out) / "oracle_log.json", {k: v for k, v in log.items() if k != "loss"} |
                {"loss_every_250": [float(sum(log["loss"][i:i + 250]) / len(log["loss"][i:i + 250]))
                                    for i in range(0, len(log["loss"]), 250)]})
@@ -89,16 +91,18 @@ def check_samples_command(
     sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     seed: opt.Seed = 0,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Sample the model; write a preview grid with oracle overlays and the oracle's numbers on samples vs real."""
     from ..data.oracle import check_samples
-    from ..generators.diffusion import load_generator
+    from ..generators.loading import load_generator
     from ..presets import EMBEDDED_ORACLE_DIR
     from ..segmenters.model import load_segmenter
+    from ..devices import resolve_device
     opt.set_threads(threads)
-    generator = load_generator(model)
+    generator = load_generator(model, resolve_device(device))
     seg = load_segmenter(EMBEDDED_ORACLE_DIR if oracle == "embedded" else oracle)
     r = check_samples(generator, seg, out, n=n, sampler=sampler, num_steps=sampling_steps, seed=seed,
                       progress=not quiet)

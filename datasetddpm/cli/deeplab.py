@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import options as opt
-from .main import command
+from .app import command
 
 
 @command("train-deeplab")
@@ -55,13 +55,16 @@ def compare_command(
     out: opt.Out,
     model: Annotated[Optional[str], typer.Option(help="Override the diffusion model recorded in the ensemble.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N test images.")] = None,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """DeepLabV3-from-synthetic vs direct DDPM mode: IoU per class, mIoU, seconds per image."""
     from ..compare import compare
+    from ..devices import resolve_device
     opt.set_threads(threads)
-    report = compare(ensemble, segmenter, data, out, model=model, limit=limit, progress=not quiet)
+    report = compare(ensemble, segmenter, data, out, model=model, limit=limit, device=resolve_device(device),
+                     progress=not quiet)
     print_compare(report)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import options as opt
-from .main import command
+from .app import command
 
 
 @command("demo")

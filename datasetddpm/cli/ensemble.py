@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import options as opt
-from .main import command
+from .app import command
 
 EnsembleDir = Annotated[Path, typer.Option("--ensemble", help="Ensemble checkpoint directory (from train-ensemble).")]
 ModelOverride = Annotated[Optional[str], typer.Option("--model", help="Override the diffusion model recorded in the ensemble.")]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
-from .main import command
+from .app import command
 
 Workers = Annotated[int, typer.Option("--workers", help="CPU worker processes (torch.distributed, gloo).")]
 Gpus = Annotated[int, typer.Option("--gpus", help="GPU worker processes (torch.distributed, NCCL); 0 = none.")]
@@ -44,7 +44,7 @@ def sample_command(
         if for_annotation < 1:
             raise opt.option_error("--for-annotation", f"must be >= 1 samples, got {for_annotation}")
         model = model or "embedded"
-        from ..generators.diffusion import load_generator
+        from ..generators.loading import load_generator
         from ..pipeline.annotate import export_for_annotation
         oracle = None
         if oracle_annotate:
@@ -96,6 +96,11 @@ def finalize_command(
     from ..pipeline.finalize import finalize_run
     card = finalize_run(out, drop_fraction=drop_fraction, max_pairs=max_pairs)
     typer.echo(f"{out}: kept {card['counts']['kept']} of {card['counts']['generated']} pairs")
+    for name, row in card.get("class_balance", {}).items():
+        ref = f" (labeller's labels: {100 * row['labeller_pixel_share']:.2f} %)" if "labeller_pixel_share" in row else ""
+        typer.echo(f"  {name:>16}: {100 * row['kept_pixel_share']:6.2f} % of kept label pixels{ref}")
+    for warning in card.get("warnings", []):
+        typer.echo(f"Warning: {warning}", err=True)
 
 
 @command("verify")
@@ -108,7 +113,8 @@ def verify_command(
 ) -> None:
     """Check every file of a run against its records (sha256, sizes, class ids, index, stray files).
     Exit 0 only when the run is clean; 1 when problems are listed."""
-    from ..pipeline.verify import repair_run, verify_run
+    from ..pipeline.repair import repair_run
+    from ..pipeline.verify import verify_run
     report = verify_run(run)
     for problem in report.problems:
         typer.echo(str(problem))

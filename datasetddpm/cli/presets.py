@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import command
+from .app import command
 
 # Plain aligned text rather than a rich table: rich truncates cells to the terminal width, and preset
 # names and numbers must stay whole (users copy them into commands).

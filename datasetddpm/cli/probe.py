@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
-from .main import command
+from .app import command
 
 
 @command("probe")
@@ -25,17 +25,19 @@ def probe_command(
     ignore_label: opt.IgnoreLabel = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Class count (default: the preset's).")] = None,
     seed: opt.Seed = 0,
+    device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train one MLP per (block, step) and save the mIoU grid as probe.json + probe.png."""
     from ..data.folders import read_labelled, resolve_split
-    from ..generators.diffusion import load_generator
+    from ..devices import resolve_device
+    from ..generators.loading import load_generator
     from ..probe import run_probe, save_probe
     from ..workflows import resolve_problem
     opt.set_threads(threads)
     problem = resolve_problem(preset, model=model, ignore_label=ignore_label, num_classes=num_classes)
-    generator = load_generator(problem.model)
+    generator = load_generator(problem.model, resolve_device(device))
     block_ids = tuple(range(len(generator.blocks))) if blocks == "all" else opt.parse_ints("--blocks", blocks)
     step_ids = opt.parse_ints("--steps", steps)
     from ..generators.base import FeatureSpec

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .main import app, command
+from .app import app, command
 
 study_app = typer.Typer(no_args_is_help=True, help="Measured studies (JSON + markdown table in --out).")
 app.add_typer(study_app, name="study")

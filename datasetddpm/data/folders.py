@@ -72,6 +72,15 @@ def read_images(directory: str | Path, limit: int | None = None, *,
     return np.stack(images), paths
 
 
+def _refuse_orphan_masks(directory: Path) -> None:
+    """A mask whose image is missing means a pair the user expects to train on is not there: say so."""
+    stems = {p.stem for p in _image_paths(directory)}
+    for mask in sorted(directory.glob("*.npy")) + sorted(directory.glob(f"*{MASK_SUFFIX_PNG}")):
+        stem = mask.name[:-len(MASK_SUFFIX_PNG)] if mask.name.endswith(MASK_SUFFIX_PNG) else mask.stem
+        if stem not in stems:
+            raise InputError(mask, f"mask with no image: expected {stem}.png or {stem}.jpg beside it")
+
+
 def read_labelled(directory: str | Path, num_classes: int, ignore_label: int = 255,
                   limit: int | None = None, *, resolution: int | None = None, palette=None) -> LabelledSet:
     """Read and validate a labelled folder: every image (of `resolution`, when given) has a mask of its
@@ -80,6 +89,7 @@ def read_labelled(directory: str | Path, num_classes: int, ignore_label: int = 2
     if not _image_paths(directory):
         raise InputError(directory, "no .png/.jpg images found: expected <stem>.png|jpg with <stem>.npy or "
                                     f"<stem>{MASK_SUFFIX_PNG}, or a dataset root holding real/train and real/test")
+    _refuse_orphan_masks(directory)
     images, paths = read_images(directory, limit, resolution=resolution)
     masks = []
     for p, im in zip(paths, images):

@@ -68,8 +68,8 @@ def _read_npy(path: Path) -> np.ndarray:
             raise InputError(path, "mask holds Python objects, which would need unpickling (refused for safety); "
                                    "save a plain integer array") from None
         raise InputError(path, f"unreadable mask ({_first_line(e)})") from None
-    except (OSError, EOFError) as e:
-        raise InputError(path, f"unreadable mask ({_first_line(e)})") from None
+    except Exception as e:  # a damaged header reaches numpy's header parser: SyntaxError, TokenError, ...
+        raise InputError(path, f"unreadable mask ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def _read_png_mask(path: Path, palette) -> np.ndarray:

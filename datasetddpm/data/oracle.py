@@ -28,17 +28,17 @@ K = len(CLASS_NAMES)
 def train_oracle(out_dir: str | Path, *, steps: int = 2000, pool: int = 6000, batch_size: int = 16,
                  seed: int = 0, lr: float = 1e-3, arch: str = "deeplabv3plus", encoder: str = "resnet18",
                  input_scale: int = 2, encoder_depth: int = 5, decoder_channels: tuple[int, ...] = (),
-                 checkpoint_every: int = 250, progress: bool = True) -> dict:
+                 checkpoint_every: int = 250, device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Train the oracle on `pool` procedural images with exact masks (resumable: rerun to continue)."""
     images, masks = render_batch(range(ORACLE_TRAIN_SEED0, ORACLE_TRAIN_SEED0 + pool))
     cfg = SegmenterConfig(num_classes=K, arch=arch, encoder=encoder, input_scale=input_scale, class_names=CLASS_NAMES,
                           encoder_depth=encoder_depth, decoder_channels=tuple(decoder_channels))
     torch.manual_seed(seed)
-    model = create_segmenter(cfg)
+    model = create_segmenter(cfg).to(device)
     log = train_segmenter(model, images, masks, SegTrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr,
                                                                checkpoint_every=checkpoint_every),
                           out_dir=out_dir, progress=progress)
-    oracle = load_segmenter(out_dir)
+    oracle = load_segmenter(out_dir).to(device)
     log["real_miou"] = oracle_miou_on_real(oracle)
     real, real_masks = real_images(500)
     pred = predict(oracle, torch.from_numpy(real).permute(0, 3, 1, 2)).numpy()

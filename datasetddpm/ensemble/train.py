@@ -52,9 +52,10 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     t0, iterations = time.time(), 0
     with progress_bar(progress) as bar:
-        total = train.max_epochs * per_epoch
-        task = bar.add_task("train-ensemble", total=min(total, train.max_steps or total), info="")
+        # One bar per epoch: the number of epochs is not known in advance (members stop early).
+        task = bar.add_task("train-ensemble epoch 0", total=min(per_epoch, train.max_steps or per_epoch), info="")
         for epoch in range(train.max_epochs):
+            bar.update(task, completed=0, description=f"train-ensemble epoch {epoch}")
             orders = torch.empty(M, P, dtype=torch.long)  # each member its own global shuffle
             for m in range(M):  # filled row by row: one permutation's temporary at a time, not M
                 orders[m] = torch.from_numpy(np.random.default_rng([train.seed, m, epoch]).permutation(P))
@@ -79,10 +80,15 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
                         active[m] = False
                         stopped_at[m] = (epoch, it)
                         snapshots[m] = {k: v[m].clone() for k, v in ensemble.state_dict().items()}
-                bar.update(task, advance=1, info=f"epoch {epoch} active {int(active.sum())}/{M}")
+                bar.update(task, advance=1, info=f"members training {int(active.sum())}/{M}, patience "
+                                                 f"{int(stale[active].max()) if active.any() else 0}/{train.patience}"
+                           if epoch >= train.min_epochs
+                           else f"members training {int(active.sum())}/{M}")
                 if not active.any() or iterations == train.max_steps:
                     break
             if not active.any() or iterations == train.max_steps:
+                bar.update(task, info=f"stopped early at epoch {epoch}: every member's loss stopped improving"
+                           if not active.any() else f"stopped at the step limit ({iterations} steps)")
                 break
     # Members that stopped early keep the parameters they had when they stopped (Adam moments
     # would otherwise keep moving them).

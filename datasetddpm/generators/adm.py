@@ -20,6 +20,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from ..errors import InputError, OptionError
 from ..io import load_state_dict_file, read_json, write_json
+from .diffusion import DiffusionGenerator, build_unet
 
 ADM_FLAGS_FILE = "adm_flags.json"  # provenance, written beside a converted model
 
@@ -316,7 +317,6 @@ def convert_adm_state_dict(sd: dict[str, torch.Tensor], flags: ADMFlags, source=
 
 def adm_unet(pt_path: str | Path, flags: ADMFlags) -> UNet2DModel:
     """The diffusers UNet of an ADM `.pt` (or .safetensors) state dict, weights checked strictly."""
-    from .diffusion import build_unet
     sd = convert_adm_state_dict(load_state_dict_file(pt_path), flags, pt_path)
     return build_unet(adm_unet_config(flags), sd, pt_path).eval()
 
@@ -324,7 +324,6 @@ def adm_unet(pt_path: str | Path, flags: ADMFlags) -> UNet2DModel:
 def load_adm(path: str | Path, flags: ADMFlags | str, *, device: str | torch.device = "cpu"):
     """An ADM checkpoint as a `DiffusionGenerator` (converted in memory). Its `source` is the
     `adm:<flags>:<path>` string that reloads it (what an ensemble records as its model)."""
-    from .diffusion import DiffusionGenerator
     flags, spec = resolve_flags(flags)
     unet = adm_unet(path, flags)
     return DiffusionGenerator(unet.to(device), adm_scheduler_config(flags), source=f"adm:{spec}:{Path(path).resolve()}")

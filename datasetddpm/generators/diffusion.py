@@ -17,7 +17,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from ..errors import InputError, OptionError
-from ..io import (load_state_dict_file, load_state_strict, load_tensors, read_checkpoint_meta, read_json,
+from ..io import (load_state_dict_file, load_state_strict, read_json,
                   write_checkpoint)
 from .base import FeatureSpec
 
@@ -278,28 +278,3 @@ def _load_diffusers(directory: Path, device) -> DiffusionGenerator:
     state, weights = _diffusers_weights(unet_dir)
     unet = build_unet(config, state, weights, unet_dir / "config.json")
     return DiffusionGenerator(unet.to(device), scheduler, source=str(directory.resolve()))
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> DiffusionGenerator:
-    """Load a diffusion model, never reaching a hub. `path` is one of:
-    "embedded" (the shipped model); a toolkit checkpoint directory; a diffusers folder (UNet2DModel
-    with scheduler_config.json, or a pipeline folder with unet/ and scheduler/); or
-    "adm:<flag set | flags.json>:<checkpoint.pt>" for a guided-diffusion checkpoint converted on the fly."""
-    name = str(path)
-    if name.startswith("adm:"):
-        from .adm import load_adm_string
-        return load_adm_string(name, device)
-    if name == "embedded":
-        from ..presets import EMBEDDED_MODEL_DIR
-        path = EMBEDDED_MODEL_DIR
-    directory = Path(path)
-    if not directory.is_dir():
-        raise InputError(directory, "model directory not found")
-    config_file = directory / "config.json"
-    if (directory / "unet").is_dir() or (config_file.is_file() and "_class_name" in read_json(config_file)):
-        return _load_diffusers(directory, device)
-    config = read_checkpoint_meta(directory, "config.json", CHECKPOINT_FORMAT, "diffusion checkpoint")
-    weights = directory / "model.safetensors"
-    unet = build_unet(config["unet"], load_tensors(weights), weights, directory / "config.json")
-    source = name if name == "embedded" else str(directory.resolve())
-    return DiffusionGenerator(unet.to(device), config["scheduler"], source=source)

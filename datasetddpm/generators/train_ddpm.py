@@ -24,7 +24,8 @@ from diffusers.training_utils import EMAModel
 from ..data.images import list_images, read_image
 from ..data.procedural import render
 from ..errors import DatasetDDPMError, InputError, OptionError
-from ..io import atomic_path, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json, save_tensors, write_json
+from ..io import (atomic_path, check_output_dir, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json,
+                  remove_stale_temporaries, run_lock, save_tensors, write_json)
 from ..progress import progress_bar
 from .diffusion import save_checkpoint
 
@@ -189,6 +190,15 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
         if previous.get("hash") != cfg.hash():
             raise DatasetDDPMError(f"{out}: holds a run with a different config (hash {previous.get('hash')} != "
                                    f"{cfg.hash()}); use --overwrite or another --out")
+    check_output_dir(out)
+    with run_lock(out):
+        remove_stale_temporaries(out)
+        remove_stale_temporaries(out / "ema")
+        return _train(out, cfg, pool, overwrite=overwrite, progress=progress, device=device, log=log)
+
+
+def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, *, overwrite: bool, progress: bool,
+           device: torch.device, log) -> Path:
     state_file = out / "train_state.safetensors"
     torch.manual_seed(cfg.seed)
     unet = UNet2DModel(**cfg.unet).to(device)
@@ -207,7 +217,7 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
         warnings.simplefilter("ignore", UserWarning)
         lr_sched.last_epoch = step - 1
         lr_sched.step()
-    write_json(run_file, {"hash": cfg.hash(), "config": asdict(cfg)})
+    write_json(out / "train_config.json", {"hash": cfg.hash(), "config": asdict(cfg)})
     ema_unet = UNet2DModel(**cfg.unet).requires_grad_(False)
     log_file = out / "train_log.jsonl"
     losses: list[float] = []
@@ -233,10 +243,12 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
             losses.append(loss.item())
             bar.update(task, completed=step, info=f"loss {np.mean(losses[-50:]):.4f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_tensors(state_file, _state(unet, ema, opt, step))
+                # The state is written last: it is the commit point. A kill before it redoes these steps
+                # from the previous state, and the log line and EMA weights are rewritten the same.
+                _write_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
+                                      "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
                 ema.copy_to(ema_unet.parameters())
                 save_checkpoint(out / "ema", ema_unet, scheduler.config,
                                 {"training": {"step": step, "config_hash": cfg.hash(), "seed": cfg.seed}})
-                _write_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
-                                      "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
+                save_tensors(state_file, _state(unet, ema, opt, step))
     return out / "ema"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetDDPMError, OptionError
-from ..io import atomic_path, read_json, run_lock, write_json
+from ..io import atomic_path, read_json, remove_stale_temporaries, run_lock, write_json
 from .config import SampleConfig
 from .shards import ShardStore, sample_name, shard_name
 
@@ -23,6 +23,31 @@ def kept_ids(ids: np.ndarray, uncertainty: np.ndarray, drop_fraction: float, max
     keep = min(n - int(round(drop_fraction * n)), max_pairs)
     order = np.lexsort((ids, uncertainty))  # least uncertain first; ties by id
     return set(int(i) for i in ids[order[:keep]])
+
+
+UNDER_REPRESENTED = 0.25  # a class whose share of the kept labels is under this fraction of the labeller's
+
+
+def class_balance(kept_pixels: list, labeller_pixels: list | None, names: tuple[str, ...]) -> dict:
+    """Each class's share of the kept labels beside its share in the labeller's training labels, and a
+    warning for every class that is absent or far under-represented (a small part the samples lack)."""
+    if not kept_pixels or any(p is None for p in kept_pixels):
+        return {}  # labels written before per-class counts were recorded
+    kept = np.sum(np.array(kept_pixels, dtype=np.int64), axis=0)
+    share = kept / max(kept.sum(), 1)
+    ref = np.array(labeller_pixels, dtype=np.float64) / max(sum(labeller_pixels), 1) if labeller_pixels else None
+    balance, warnings = {}, []
+    for k, name in enumerate(names):
+        row = {"kept_pixel_share": round(float(share[k]), 6)}
+        if ref is not None:
+            row["labeller_pixel_share"] = round(float(ref[k]), 6)
+        balance[name] = row
+        if kept[k] == 0:
+            warnings.append(f"class {name!r} never appears in the kept labels")
+        elif ref is not None and share[k] < UNDER_REPRESENTED * ref[k]:
+            warnings.append(f"class {name!r} is {100 * share[k]:.3g} % of the kept label pixels but "
+                            f"{100 * ref[k]:.3g} % of the labeller's: under-represented in the samples")
+    return {"class_balance": balance, "warnings": warnings}
 
 
 def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: int = 50_000) -> dict:
@@ -37,7 +62,9 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
     cheap_check(run)
     # Everything the card needs is read before index.jsonl is replaced, so index and card never disagree.
     from ..ensemble.model import load_ensemble
-    ens = load_ensemble(labels["config"]["ensemble"]).cfg
+    ens_dir = labels["config"]["ensemble"]
+    ens = load_ensemble(ens_dir).cfg
+    labeller_pixels = read_json(Path(ens_dir) / "ensemble.json").get("training", {}).get("class_pixels")
     store = ShardStore(run)
     rows = []
     for k in range(cfg.num_shards):
@@ -51,7 +78,7 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
                          "image": f"shards/{shard_name(k)}/images/{sample_name(im['id'])}",
                          "mask": f"shards/{shard_name(k)}/masks/{sample_name(im['id'])}",
                          "image_sha256": im["image_sha256"], "mask_sha256": m["mask_sha256"],
-                         "uncertainty": m["uncertainty"]})
+                         "uncertainty": m["uncertainty"], "class_pixels": m.get("class_pixels")})
     ids = np.array([r["id"] for r in rows])
     keep = kept_ids(ids, np.array([r["uncertainty"] for r in rows]), drop_fraction, max_pairs)
     import json
@@ -63,10 +90,14 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
             "counts": {"generated": len(rows), "kept": len(keep), "dropped": len(rows) - len(keep)},
             "drop_fraction": drop_fraction, "max_pairs": max_pairs, "config_hash": cfg.hash(),
             "labels_hash": labels["hash"], "ensemble": labels["config"]["ensemble"]}
+    card.update(class_balance([r["class_pixels"] for r in rows if r["id"] in keep], labeller_pixels,
+                              ens.class_names or tuple(str(k) for k in range(ens.num_classes))))
     with run_lock(run):
+        remove_stale_temporaries(run)
         with atomic_path(run / "index.jsonl") as tmp:
             with open(tmp, "w") as f:
                 for r in rows:
+                    r = {k: v for k, v in r.items() if k != "class_pixels"}
                     f.write(json.dumps({**r, "kept": r["id"] in keep}) + "\n")
         write_json(run / "dataset_card.json", card)
     return card

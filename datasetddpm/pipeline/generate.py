@@ -19,7 +19,7 @@ from ..distributed import launch, resolve_world, torchrun_env
 from ..ensemble.model import load_ensemble
 from ..errors import DatasetDDPMError, InputError
 from ..io import check_output_dir, read_json, run_lock
-from ..generators.diffusion import load_generator
+from ..generators.loading import load_generator
 from ..progress import progress_bar
 from .config import SampleConfig, claim_manifest, sample_seed
 from .shards import ShardStore
@@ -68,8 +68,8 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                             completed=_committed_samples(store, cfg, labels=not do_sample), info="")
         t0, made = time.time(), 0
         for k in mine:
-            need_images = do_sample and not store.committed(k)
-            need_labels = labeller is not None and not store.committed(k, labels=True)
+            need_images = do_sample and not store.committed(k, run_hash=cfg.hash())
+            need_labels = labeller is not None and (need_images or not store.committed(k, True, labels_hash))
             if not need_images and not need_labels:
                 continue
             ids = list(cfg.shard_range(k))

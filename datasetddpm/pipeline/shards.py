@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import mask_image
-from ..io import read_json, write_json
+from ..io import _maybe_killed, read_json, remove_stale_temporaries, write_error, write_json
 
 
 def shard_name(k: int) -> str:
@@ -52,8 +53,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_files_atomically(final_dir: Path, files: dict[str, bytes]) -> None:
-    """Write `files` (name -> bytes) into `final_dir` via a `.partial` sibling and one rename."""
+    """Write `files` (name -> bytes) into `final_dir` via a `.partial` sibling and one rename.
+    An OS error (disk full, read-only) removes the partial folder and is one line naming the shard."""
     partial = final_dir.with_name("." + final_dir.name + ".partial")
+    try:
+        _write_partial(partial, final_dir, files)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise write_error(final_dir, e) from None
+
+
+def _write_partial(partial: Path, final_dir: Path, files: dict[str, bytes]) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name, data in files.items():
@@ -62,6 +72,7 @@ def write_files_atomically(final_dir: Path, files: dict[str, bytes]) -> None:
             f.flush()
             os.fsync(f.fileno())
     _fsync_dir(partial)
+    _maybe_killed()
     shutil.rmtree(final_dir, ignore_errors=True)
     os.replace(partial, final_dir)
     _fsync_dir(final_dir.parent)
@@ -80,8 +91,19 @@ class ShardStore:
     def masks_dir(self, k: int) -> Path:
         return self.root / shard_name(k) / "masks"
 
-    def committed(self, k: int, labels: bool = False) -> bool:
-        return self.sidecar(k, labels).is_file()
+    def committed(self, k: int, labels: bool = False, run_hash: str | None = None) -> bool:
+        """The shard's sidecar exists (and, with `run_hash`, records that config / ensemble hash: a shard
+        left by a run whose manifest was replaced is not this run's, and is redone)."""
+        path = self.sidecar(k, labels)
+        if not path.is_file():
+            return False
+        if run_hash is None:
+            return True
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return meta.get("labels_hash" if labels else "config_hash") == run_hash
 
     def write_samples(self, k: int, ids: list[int], seeds: list[int], images: np.ndarray, config_hash: str) -> None:
         files = {sample_name(i): png_bytes(im) for i, im in zip(ids, images)}
@@ -94,8 +116,9 @@ class ShardStore:
         files = {sample_name(i): png_bytes(m, num_classes) for i, m in zip(ids, masks)}
         write_files_atomically(self.masks_dir(k), files)
         write_json(self.sidecar(k, labels=True), {"shard": k, "labels_hash": labels_hash, "samples": [
-            {"id": i, "mask_sha256": sha256(files[sample_name(i)]), "uncertainty": float(u)}
-            for i, u in zip(ids, uncertainty)]})
+            {"id": i, "mask_sha256": sha256(files[sample_name(i)]), "uncertainty": float(u),
+             "class_pixels": np.bincount(m.ravel(), minlength=num_classes)[:num_classes].tolist()}
+            for i, u, m in zip(ids, uncertainty, masks)]})
 
     def read_sidecar(self, k: int, labels: bool = False) -> dict:
         return read_json(self.sidecar(k, labels))
@@ -115,7 +138,9 @@ class ShardStore:
             shutil.rmtree(self.root / shard_name(k), ignore_errors=True)
 
     def clean_partials(self) -> None:
-        """Delete leftovers of interrupted writes (hidden .partial folders, temporary sidecars)."""
+        """Delete leftovers of interrupted writes (hidden .partial folders, temporary files) in the shards
+        and beside them (manifests, index, card)."""
+        remove_stale_temporaries(self.root.parent)
         if not self.root.exists():
             return
         for p in self.root.rglob(".*"):

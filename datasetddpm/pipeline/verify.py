@@ -10,15 +10,13 @@ both diagnosed and restored exactly:
   hold class ids below the class count (or the ignore label);
 - debris: files in `shards/` that belong to no sample, hidden `.partial` folders, `.tmp` files.
 
-`repair` discards the shards that have a problem, regenerates them from their seeds (and relabels
-them with the run's ensemble), deletes stray files and rewrites the index with the card's settings.
+`repair.repair_run` fixes what this finds.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,29 +213,3 @@ def verify_run(run_dir: str | Path) -> Report:
     checker.check_index()
     checker.check_debris()
     return checker.report
-
-
-def repair_run(run_dir: str | Path, *, workers: int = 1, progress: bool = True) -> Report:
-    """Fix what `verify_run` finds: regenerate damaged shards from their seeds (relabelled), remove debris,
-    rewrite the index; returns the report after repair."""
-    from .finalize import finalize_run
-    from .generate import sample_run
-    run = Path(run_dir)
-    report = verify_run(run)
-    if report.clean:
-        return report
-    checker = _Checker(run)
-    damaged = sorted({p.shard for p in report.problems if p.shard is not None})
-    for p in report.problems:
-        path = run / p.path
-        if p.shard is None and path != run / "index.jsonl" and path.name != "dataset_card.json":
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    for k in damaged:
-        checker.store.discard(k)
-    # Seeds and batches are fixed ranges of the run's config, so the redone shards are the same bytes; with an
-    # ensemble each one is labelled as it is made (the fused path writes the same masks as `label`).
-    ensemble = checker.labels["config"]["ensemble"] if checker.labels else None
-    sample_run(run, checker.cfg, ensemble=ensemble, workers=workers, device="cpu", progress=progress)
-    if checker.card:
-        finalize_run(run, drop_fraction=checker.card["drop_fraction"], max_pairs=checker.card["max_pairs"])
-    return verify_run(run)

@@ -107,6 +107,8 @@ def load_segmenter(directory: str | Path) -> Segmenter:
 
 @torch.no_grad()
 def predict(model: Segmenter, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> (N, H, W) int64 class ids."""
+    """(N, 3, H, W) uint8 -> (N, H, W) int64 class ids on the CPU; batches go to the model's device."""
     model.eval()
-    return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])

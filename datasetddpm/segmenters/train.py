@@ -51,6 +51,7 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
     Step s's batch and flips come from a generator seeded by (seed, s) and its learning rate from s,
     so a run resumed from its saved state (`checkpoint_every`) ends with the same weights."""
     torch.manual_seed(cfg.seed)
+    device = next(model.parameters()).device  # train where the model is; batches are drawn on the CPU
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n = len(images)
     log: dict = {"loss": [], "eval": []}
@@ -74,7 +75,7 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
             if cfg.cosine:
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-            loss = F.cross_entropy(model(x), y, ignore_index=model.cfg.ignore_label)
+            loss = F.cross_entropy(model(x.to(device)), y.to(device), ignore_index=model.cfg.ignore_label)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

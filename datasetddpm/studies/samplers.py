@@ -109,7 +109,7 @@ def time_samplers(generator, settings, seeds: list[int]) -> dict[str, float]:
 def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Path, cfg: SamplerStudyConfig, *,
                       workers: int = 1, threads: int | None = None, progress: bool = True) -> dict:
     from ..ensemble.model import load_ensemble
-    from ..generators.diffusion import load_generator
+    from ..generators.loading import load_generator
     from ..presets import EMBEDDED_ORACLE_DIR
     from ..segmenters.train_deeplab import DeepLabTrainConfig
     from ..workflows import train_deeplab_run
