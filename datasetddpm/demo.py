@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data.folders import read_labelled, write_procedural_dataset
 from .direct import CachedSource, FeatureSource, evaluate_labels, fit_ensemble, segment
@@ -71,9 +72,10 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
 def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
              model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
              sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 6,
-             input_scale: int = 2, train_cfg: EnsembleTrainConfig | None = None, progress: bool = True,
-             log=print) -> dict:
-    """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0."""
+             input_scale: int = 2, train_cfg: EnsembleTrainConfig | None = None, device: str | torch.device = "cpu",
+             progress: bool = True, log=print) -> dict:
+    """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0. On a GPU (`device`)
+    every stage runs there, sampling in one process."""
     out = Path(out)
     timer = _Timer()
     preset = EMBEDDED
@@ -82,7 +84,8 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
         write_procedural_dataset(out / "data", train=train, test=test)
         train_set = read_labelled(out / "data" / "real" / "train", preset.num_classes, preset.ignore_label)
         test_set = read_labelled(out / "data" / "real" / "test", preset.num_classes, preset.ignore_label)
-    generator = load_generator(model)
+    device = torch.device(device)
+    generator = load_generator(model, device)
     report = {"train_images": train, "test_images": test, "seeds": list(seeds), "model": model,
               "features": preset.features.to_dict()}
     report["direct"] = _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out, timer, progress, log)
@@ -91,7 +94,7 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
                                              annotated=annotated, sampler=sampler, sampling_steps=sampling_steps,
                                              workers=workers, deeplab_epochs=deeplab_epochs,
                                              input_scale=input_scale, train_cfg=train_cfg, timer=timer,
-                                             progress=progress, log=log)
+                                             device=device, progress=progress, log=log)
     report["timings_seconds"] = {k: round(v, 1) for k, v in timer.stages.items()}
     report["total_seconds"] = round(sum(timer.stages.values()), 1)
     write_json(out / "demo.json", report)
@@ -99,7 +102,7 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
 
 
 def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
-                 deeplab_epochs, input_scale, train_cfg, timer, progress, log) -> dict:
+                 deeplab_epochs, input_scale, train_cfg, timer, device, progress, log) -> dict:
     from .compare import compare
     from .pipeline.config import SampleConfig
     from .pipeline.finalize import finalize_run
@@ -113,7 +116,7 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
         from .segmenters.model import load_segmenter
         with timer("labeller: sample + annotate generated images"):
             export_for_annotation(generator, annotated, out / "annotated", sampler=sampler, num_steps=sampling_steps,
-                                  oracle=load_segmenter(EMBEDDED_ORACLE_DIR))
+                                  oracle=load_segmenter(EMBEDDED_ORACLE_DIR).to(device))
             ann = read_labelled(out / "annotated", preset.num_classes, preset.ignore_label)
         with timer("labeller: train ensemble on generated"):
             ens, log_ = fit_ensemble(FeatureSource(generator, preset.features), ann.images, ann.masks,
@@ -126,16 +129,17 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
     with timer(f"sample + label {n} ({sampler}-{sampling_steps})"):
         sample_run(run, SampleConfig(model=generator.source, n=n, sampler=sampler, sampling_steps=sampling_steps,
                                      batch_size=50, shard_size=100),
-                   ensemble=ensemble_dir, workers=workers, threads=1 if workers > 1 else None, progress=progress)
+                   ensemble=ensemble_dir, workers=workers if device.type == "cpu" else 1, device=str(device),
+                   threads=1 if workers > 1 and device.type == "cpu" else None, progress=progress)
     with timer("filter (global drop of 10 %)"):
         card = finalize_run(run, max_pairs=pairs)
     with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale})"):
         result = train_deeplab_run(run, out / "data", out / "deeplab",
                                    DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale),
-                                   progress=progress)
+                                   device=str(device), progress=progress)
     with timer("compare on the test set"):
         cmp = compare(ensemble_dir, out / "deeplab" / "best", out / "data", out / "compare",
-                      model=generator.source, progress=progress)
+                      model=generator.source, device=device, progress=progress)
     log(f"DeepLabV3 (synthetic) mIoU {100 * cmp['methods']['DeepLabV3 (synthetic)']['miou']:.1f} vs direct "
         f"{100 * cmp['methods']['direct DDPM']['miou']:.1f}")
     return {"labeller": labeller, "pairs": card["counts"], "sampler": sampler, "sampling_steps": sampling_steps,

@@ -49,6 +49,8 @@ class PlainProgress:
     def update(self, task: int, *, advance: float = 0, completed: float | None = None, total: float | None = None,
                description: str | None = None, **fields) -> None:
         t = self.tasks[task]
+        if completed is not None and completed < t["completed"]:  # a reset (next epoch): restart the clock
+            t["start"], t["start_completed"], t["done"] = time.monotonic(), completed, False
         t["completed"] = completed if completed is not None else t["completed"] + advance
         if total is not None:
             t["total"] = total

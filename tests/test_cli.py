@@ -155,3 +155,13 @@ def test_checkpoint_that_does_not_match_its_config(tiny_model_dir, dataset, tmp_
     (bad / "config.json").write_text(json.dumps(cfg))
     result = run(*_train_args(dataset, tmp_path / "ens", bad))
     _one_line_error(result, "model.safetensors", "does not match the model config", "shape mismatch")
+
+
+def test_env_reports_versions_devices_and_the_wait_policy(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    r = runner.invoke(app, ["env"])
+    assert r.exit_code == 0, r.output
+    fields = dict(line.split(": ", 1) for line in r.output.strip().splitlines())
+    import torch
+    assert fields["torch"].startswith(torch.__version__.split("+")[0]) and fields["omp_wait_policy"] == "PASSIVE"
+    assert int(fields["torch_threads"]) == torch.get_num_threads() and fields["default_device"] in ("cpu", "cuda:0")

@@ -28,3 +28,16 @@ def test_plain_progress_at_an_interval_has_an_eta():
 def test_not_a_terminal_gets_plain_lines():
     with progress_bar(True) as bar:  # pytest captures output: not a terminal
         assert isinstance(bar, PlainProgress)
+
+
+def test_a_reset_task_restarts_its_clock_and_reports_its_end_again():
+    out = io.StringIO()
+    bar = PlainProgress(stream=out, interval=3600)
+    task = bar.add_task("train-ensemble epoch 0", total=2, info="")
+    bar.update(task, completed=2)
+    bar.tasks[task]["start"] -= 100.0
+    bar.update(task, completed=0, description="train-ensemble epoch 1")
+    assert bar.tasks[task]["start_completed"] == 0 and bar.tasks[task]["start"] > bar.tasks[task]["printed"] - 1
+    bar.update(task, completed=2)
+    assert [line.split(":")[0] for line in out.getvalue().splitlines()] == ["train-ensemble epoch 0",
+                                                                         "train-ensemble epoch 1"]

@@ -153,8 +153,8 @@ def test_a_full_disk_is_one_line_before_and_during_the_run(tiny_model_dir, tmp_p
     import datasetddpm.io as dio
     import datasetddpm.pipeline.shards as shards
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(dio.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
-    one_line_error(run(*_sample(tmp_path / "run", tiny_model_dir)), "only 1 MiB free", "MiB needed for the first shard")
+    monkeypatch.setattr(dio.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    one_line_error(run(*_sample(tmp_path / "run", tiny_model_dir)), "only 0 MiB free", "MiB needed for the first shard")
     assert not (tmp_path / "run").exists()
     monkeypatch.undo()
 

@@ -28,18 +28,21 @@ def demo_command(
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling (32 px images).")] = 2,
     model: Annotated[str, typer.Option(help="Diffusion checkpoint ('embedded' = shipped).")] = "embedded",
+    device: Annotated[str, typer.Option(help="cpu (default: the demo is sized for a CPU), cuda or cuda:N.")] = "cpu",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """The whole pipeline on the embedded domain: direct mode vs colour, then DatasetDDPM vs direct mode."""
     from ..demo import run_demo
+    from ..devices import resolve_device
     if labeller not in ("real", "generated"):
         from ..errors import OptionError
         raise OptionError("--labeller", f"must be real or generated, got {labeller!r}")
     opt.set_threads(threads)
     report = run_demo(out, train=train, test=test, seeds=tuple(range(seeds)), model=model, pairs=pairs,
                       labeller=labeller, sampler=sampler, sampling_steps=sampling_steps, workers=workers,
-                      deeplab_epochs=deeplab_epochs, input_scale=input_scale, progress=not quiet)
+                      deeplab_epochs=deeplab_epochs, input_scale=input_scale, device=resolve_device(device),
+                      progress=not quiet)
     console = Console()
     direct = report["direct"]
     names = list(next(iter(direct.values()))["runs"][0]["iou"])

@@ -60,3 +60,11 @@ def describe(p) -> dict[str, str]:
                    f"--batch-size {dl.batch_size} --lr {dl.lr:g}",
         "paper_miou": f"DDPM {ddpm}, DatasetDDPM {dataset_ddpm or '-'}" if ddpm else "-",
     }
+
+
+@command("env")
+def env_command() -> None:
+    """Versions, devices, torch threads and the OpenMP wait policy in use (paste it into bug reports)."""
+    from ..environment import describe
+    for key, value in describe().items():
+        typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")

@@ -28,6 +28,7 @@ def samplers_command(
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N: every stage on that device.")] = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Full ancestral DDPM vs fast samplers: UNet evaluations, s/sample, label and DeepLab mIoU with paired CIs."""
@@ -36,5 +37,5 @@ def samplers_command(
     cfg = SamplerStudyConfig(settings=tuple(SamplerSetting.parse(s) for s in settings.split(",") if s.strip()),
                              model=model, n=n, seed=seed, deeplab_epochs=deeplab_epochs, input_scale=input_scale,
                              timing_samples=timing_samples)
-    run_sampler_study(out, ensemble, data, cfg, workers=workers, threads=threads, progress=not quiet)
+    run_sampler_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())

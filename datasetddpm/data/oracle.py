@@ -61,7 +61,8 @@ def oracle_miou_on_real(model: Segmenter, n: int = 500) -> float:
 def oracle_statistics(model: Segmenter, images: np.ndarray) -> dict:
     """Flip-consistency mIoU, mean confidence and predicted class frequencies of the oracle on images."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    probs = torch.cat([model(x[i:i + 64]).softmax(1) for i in range(0, len(x), 64)])
+    device = next(model.parameters()).device
+    probs = torch.cat([model(x[i:i + 64].to(device)).softmax(1).cpu() for i in range(0, len(x), 64)])
     pred = probs.argmax(1)
     pred_flip = predict(model, x.flip(-1)).flip(-1)
     freq = np.bincount(pred.flatten().numpy(), minlength=K) / pred.numel()

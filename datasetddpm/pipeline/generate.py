@@ -117,8 +117,9 @@ def check_labeller(ensemble_dir: str | Path, generator) -> None:
                                     f"but its weights take {ens.in_dim}: the JSON does not match the weights")
 
 
-def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> SampleConfig:
-    """Check every input of a run before anything is written; returns the config with the model resolved.
+def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> tuple[SampleConfig, int]:
+    """Check every input of a run before anything is written; returns the config with the model resolved,
+    and the model's image side.
 
     No --model (cfg.model empty) means the ensemble's own model, else the embedded one; the model is
     recorded as an absolute path, so the run can be continued from any working directory."""
@@ -129,7 +130,7 @@ def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> Sam
     generator.make_sampler(cfg.sampler, cfg.sampling_steps)  # unknown sampler / step count: one line
     if ensemble is not None:
         check_labeller(ensemble, generator)
-    return replace(cfg, model=generator.source)
+    return replace(cfg, model=generator.source), generator.resolution
 
 
 def _claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
@@ -145,7 +146,7 @@ def _lock_holder() -> bool:
     return not torchrun_env() or os.environ.get("RANK") == "0"
 
 
-def _first_shard_bytes(cfg: SampleConfig, resolution: int = 256) -> int:
+def _first_shard_bytes(cfg: SampleConfig, resolution: int) -> int:
     return 2 * min(cfg.shard_size, cfg.n) * 3 * resolution * resolution  # images + masks, PNG at worst raw
 
 
@@ -156,9 +157,9 @@ def sample_run(run_dir: str | Path, cfg: SampleConfig, *, ensemble: str | Path |
     Every input is checked before anything is written. Under torchrun (any number of nodes) every rank
     runs this; rank 0 alone writes the manifests."""
     world, backend, device = resolve_world(workers, gpus, device)
-    cfg = resolve_sample_config(cfg, ensemble)
+    cfg, resolution = resolve_sample_config(cfg, ensemble)
     run = Path(run_dir)
-    check_output_dir(run, _first_shard_bytes(cfg))
+    check_output_dir(run, _first_shard_bytes(cfg, resolution))
     store = ShardStore(run)
     labels_hash = _ensemble_hash(ensemble) if ensemble else ""
 
@@ -188,8 +189,9 @@ def label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gp
     if missing:
         raise DatasetDDPMError(f"{run}: {len(missing)} shard(s) not sampled yet (first: {missing[0]}); "
                                f"finish `datasetddpm sample` first")
-    check_labeller(ensemble, load_generator(cfg.model))
-    check_output_dir(run, _first_shard_bytes(cfg))
+    generator = load_generator(cfg.model)
+    check_labeller(ensemble, generator)
+    check_output_dir(run, _first_shard_bytes(cfg, generator.resolution))
     labels_hash = _ensemble_hash(ensemble)
 
     def prepare() -> None:

@@ -107,7 +107,10 @@ def time_samplers(generator, settings, seeds: list[int]) -> dict[str, float]:
 
 
 def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Path, cfg: SamplerStudyConfig, *,
-                      workers: int = 1, threads: int | None = None, progress: bool = True) -> dict:
+                      workers: int = 1, threads: int | None = None, device: str = "cpu",
+                      progress: bool = True) -> dict:
+    """Each setting through the whole pipeline; on a GPU (`device` cuda / cuda:N) in one process there."""
+    from ..devices import resolve_device
     from ..ensemble.model import load_ensemble
     from ..generators.loading import load_generator
     from ..presets import EMBEDDED_ORACLE_DIR
@@ -119,8 +122,10 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
     ens = load_ensemble(ensemble).cfg
     K, ignore = ens.num_classes, ens.ignore_label
     test = read_labelled(resolve_split(data, "test"), K, ignore)
-    generator = load_generator(cfg.model)
-    oracle = load_segmenter(EMBEDDED_ORACLE_DIR)
+    dev = resolve_device(device)
+    workers = workers if dev.type == "cpu" else 1
+    generator = load_generator(cfg.model, dev)
+    oracle = load_segmenter(EMBEDDED_ORACLE_DIR).to(dev)
     write_json(out / "study_config.json", {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble),
                                            "data": str(data)})
     rows = {}
@@ -131,13 +136,15 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
             rows[s.name] = read_json(measured)
             continue
         t0 = time.perf_counter()
-        sample_run(d / "run", cfg.sample_config(s), workers=workers, threads=threads, progress=progress)
-        label_run(d / "run", ensemble, workers=workers, threads=threads, progress=progress)
+        sample_run(d / "run", cfg.sample_config(s), workers=workers, device=str(dev), threads=threads,
+                   progress=progress)
+        label_run(d / "run", ensemble, workers=workers, device=str(dev), threads=threads, progress=progress)
         card = finalize_run(d / "run")
         label_cms, label_stats = _label_quality(d / "run", oracle, K)
         np.save(d / "label_confusions.npy", label_cms)
         deeplab_cfg = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=cfg.seed)
-        train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, threads=threads, progress=progress)
+        train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, device=str(dev), threads=threads,
+                          progress=progress)
         test_cms = _deeplab_confusions(d / "deeplab", test, K, ignore)
         np.save(d / "test_confusions.npy", test_cms)
         rows[s.name] = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),

@@ -1,0 +1,27 @@
+"""What the toolkit runs on: versions, devices, threads and the OpenMP wait policy (`datasetddpm env`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+PACKAGES = ("datasetddpm", "torch", "torchvision", "diffusers", "segmentation-models-pytorch", "albumentations",
+            "numpy", "safetensors")
+
+
+def describe() -> dict:
+    import torch
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"python": platform.python_version(), "platform": platform.platform(), **versions,
+            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: OpenMP default, active)"),
+            "cuda": torch.version.cuda or "none", "gpus": gpus or "none visible",
+            "nccl": torch.distributed.is_nccl_available() if torch.distributed.is_available() else False,
+            "default_device": "cuda:0" if gpus else "cpu"}
