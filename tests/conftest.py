@@ -24,6 +24,14 @@ def one_line_error(result, *needles):
         assert needle in lines[0], lines[0]
 
 
+def finished_run(root, model, ensemble, n: int, batch: int):
+    """A sampled, labelled (fused) and finalized run of n tiny samples in `root`, shards of one batch."""
+    assert run("sample", "--out", root, "--n", n, "--model", model, "--sampling-steps", 2, "--batch-size", batch,
+               "--shard-size", batch, "--ensemble", ensemble, "--threads", 1, "--quiet").exit_code == 0
+    assert run("finalize", "--out", root).exit_code == 0
+    return root
+
+
 def tree_state(root) -> dict:
     """Every path under root with its bytes (None for folders): compare before/after a refused command."""
     from pathlib import Path

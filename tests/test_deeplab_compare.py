@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import finished_run as make_finished_run
 from datasetddpm.cli.main import get_app
 from datasetddpm.io import load_tensors
 
@@ -15,12 +16,7 @@ app = get_app()
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_model_dir, tiny_ensemble, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    args = ["sample", "--out", run, "--n", "16", "--model", tiny_model_dir, "--sampling-steps", "2", "--batch-size",
-            "8", "--shard-size", "8", "--ensemble", tiny_ensemble, "--threads", "1", "--quiet"]
-    assert runner.invoke(app, [str(a) for a in args]).exit_code == 0
-    assert runner.invoke(app, ["finalize", "--out", str(run)]).exit_code == 0
-    return run
+    return make_finished_run(tmp_path_factory.mktemp("run"), tiny_model_dir, tiny_ensemble, n=16, batch=8)
 
 
 def _train(run, data, out, epochs):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import finished_run
 from datasetddpm.cli.main import get_app
 from datasetddpm.data.generated import GeneratedPairs
 from datasetddpm.generators.base import FeatureSpec
@@ -39,12 +40,7 @@ def test_all_feature_steps_in_one_unet_call_equal_one_call_per_step(tiny_generat
 
 @pytest.fixture(scope="module")
 def forty_pair_run(tiny_model_dir, tiny_ensemble, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run40")
-    args = ["sample", "--out", run, "--n", "40", "--model", tiny_model_dir, "--sampling-steps", "2", "--batch-size",
-            "20", "--shard-size", "20", "--ensemble", tiny_ensemble, "--threads", "1", "--quiet"]
-    assert runner.invoke(app, [str(a) for a in args]).exit_code == 0
-    assert runner.invoke(app, ["finalize", "--out", str(run)]).exit_code == 0
-    return run
+    return finished_run(tmp_path_factory.mktemp("run40"), tiny_model_dir, tiny_ensemble, n=40, batch=20)
 
 
 def _batches(loader):
