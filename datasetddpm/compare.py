@@ -1,7 +1,8 @@
 """DeepLabV3-from-synthetic vs direct DDPM mode on a real labelled test split.
 
 Reports per-class IoU, mIoU (reference protocol) and seconds per image for each: direct mode needs
-the diffusion model (several UNet passes per image), DeepLab is one standard forward pass.
+the diffusion model (several UNet passes per image), DeepLab is one standard forward pass. Writes
+compare.json, compare.md, compare_grid.png and compare.html (everything in one self-contained page).
 """
 
 from __future__ import annotations
@@ -14,47 +15,94 @@ import torch
 from .data.folders import read_labelled, resolve_split
 from .direct import evaluate_labels, segment
 from .ensemble.model import load_ensemble
-from .io import atomic_path, write_json
+from .errors import InputError
+from .io import atomic_path, check_output_dir, read_json, write_json
 from .report import colour_mask, image_grid, save_png
 from .segmenters.model import load_segmenter, predict
 
 
-def compare(ensemble_dir: str | Path, segmenter_dir: str | Path, data: str | Path, out_dir: str | Path, *,
+DEFAULT_NAME = "DeepLabV3 (synthetic)"
+
+
+def compare(ensemble_dir: str | Path, segmenter_dir: str | Path | dict, data: str | Path, out_dir: str | Path, *,
             model: str | None = None, limit: int | None = None, device: str | torch.device = "cpu",
             progress: bool = True) -> dict:
+    """Direct mode (the ensemble) against one or more trained segmenters (`{name: folder}`, e.g.
+    DatasetDDPM's DeepLab and DatasetGAN's) on the same real test images."""
     from .workflows import source_for
+    folders = segmenter_dir if isinstance(segmenter_dir, dict) else {DEFAULT_NAME: segmenter_dir}
     ensemble = load_ensemble(ensemble_dir).to(device)
-    segmenter = load_segmenter(segmenter_dir).to(device)
     cfg = ensemble.cfg
+    segmenters = {name: load_segmenter(d).to(device) for name, d in folders.items()}
+    for name, seg in segmenters.items():
+        _check_same_classes(cfg, seg.cfg, Path(folders[name]) / "config.json")
+    check_output_dir(out_dir)
     test = read_labelled(resolve_split(data, "test"), cfg.num_classes, cfg.ignore_label, limit)
     n = len(test)
-
     source = source_for(ensemble, model=model, device=device)
     t = time.perf_counter()
-    direct = segment(source, ensemble, test.images, progress=progress).labels
-    direct_s = (time.perf_counter() - t) / n
-    t = time.perf_counter()
+    predictions = {"direct DDPM": segment(source, ensemble, test.images, progress=progress).labels}
+    seconds = {"direct DDPM": (time.perf_counter() - t) / n}
     images = torch.from_numpy(test.images).permute(0, 3, 1, 2).to(device)
-    deeplab = predict(segmenter, images, batch_size=8).cpu().numpy()
-    deeplab_s = (time.perf_counter() - t) / n  # on a GPU: includes the copy back, as a user's would
-
+    for name, seg in segmenters.items():
+        t = time.perf_counter()
+        predictions[name] = predict(seg, images, batch_size=8).cpu().numpy()
+        seconds[name] = (time.perf_counter() - t) / n  # on a GPU: includes the copy back, as a user's would
     rows = {}
-    for name, pred, secs in (("direct DDPM", direct, direct_s), ("DeepLabV3 (synthetic)", deeplab, deeplab_s)):
+    for name, pred in predictions.items():
         ev = evaluate_labels(pred, test.masks, cfg.num_classes, cfg.ignore_label, cfg.class_names)
-        rows[name] = {"miou": ev.miou, "iou": ev.iou, "seconds_per_image": secs}
-    report = {"test_images": n, "data": str(data), "ensemble": str(ensemble_dir), "segmenter": str(segmenter_dir),
+        rows[name] = {"miou": ev.miou, "iou": ev.iou, "seconds_per_image": seconds[name]}
+    report = {"test_images": n, "data": str(data), "ensemble": str(ensemble_dir),
+              "segmenter": str(next(iter(folders.values()))), "segmenters": {k: str(v) for k, v in folders.items()},
               "protocol": "reference mIoU: per-class intersections/unions summed over the test set; ignore label "
                           "skipped; absent classes count as 0", "methods": rows}
-    out = Path(out_dir)
+    _write_outputs(Path(out_dir), report, test, predictions, cfg, folders, model=model, limit=limit, device=device)
+    return report
+
+
+def _write_outputs(out: Path, report: dict, test, predictions: dict, cfg, folders: dict, **options) -> None:
     write_json(out / "compare.json", report)
     with atomic_path(out / "compare.md") as tmp:
         tmp.write_text(compare_markdown(report))
     tiles = []
-    for i in range(min(8, n)):
+    for i in range(min(8, len(test))):
         tiles += [test.images[i], colour_mask(test.masks[i], cfg.num_classes),
-                  colour_mask(direct[i], cfg.num_classes), colour_mask(deeplab[i], cfg.num_classes)]
-    save_png(out / "compare_grid.png", image_grid(tiles, 4, scale=3))
-    return report
+                  *[colour_mask(pred[i], cfg.num_classes) for pred in predictions.values()]]
+    save_png(out / "compare_grid.png", image_grid(tiles, 2 + len(predictions), scale=3))
+    config = resolved_config(report["ensemble"], folders, report["data"], test_images=len(test), **options)
+    write_compare_figures(out, report, config, test.images, {"ground truth": test.masks, **predictions}, cfg)
+
+
+def resolved_config(ensemble_dir, segmenters: dict, data, *, model, limit, device, test_images: int) -> dict:
+    """What the numbers came from: this command's options and the models' recorded configs."""
+    ensemble = read_json(Path(ensemble_dir) / "ensemble.json")
+    configs = {name: read_json(Path(d) / "config.json") for name, d in segmenters.items()}
+    return {"compare": {"ensemble": str(ensemble_dir), "segmenters": {k: str(v) for k, v in segmenters.items()},
+                        "data": str(data), "model": model or ensemble["ensemble"].get("model"), "limit": limit,
+                        "device": str(device), "test_images": test_images},
+            "ensemble": {k: ensemble.get(k) for k in ("ensemble", "training")},
+            **{f"segmenter: {name}": {k: c.get(k) for k in ("segmenter", "training")} for name, c in configs.items()}}
+
+
+def write_compare_figures(out: Path, report: dict, config: dict, images, columns: dict, cfg) -> Path:
+    """compare.html beside compare.md / compare.json: tables, per-class bars, speed, overlays, config."""
+    from .figures import figure_png, iou_bars_figure, overlay_grid_figure, speed_figure
+    from .html_report import write_compare_html
+    figures = {"speed": figure_png(speed_figure(report["methods"])),
+               "iou": figure_png(iou_bars_figure(report["methods"])),
+               "overlays": figure_png(overlay_grid_figure(images, columns, cfg.class_names, cfg.num_classes))}
+    return write_compare_html(out / "compare.html", report, figures, config)
+
+
+def _check_same_classes(ensemble_cfg, segmenter_cfg, where: Path) -> None:
+    """Both methods must label the same classes, or their IoU columns would silently mean different things."""
+    theirs, ours = segmenter_cfg.num_classes, ensemble_cfg.num_classes
+    if theirs != ours:
+        raise InputError(where, f"the segmenter predicts {theirs} classes but the ensemble {ours}: compare models "
+                                "trained on the same classes")
+    names_a, names_b = tuple(segmenter_cfg.class_names), tuple(ensemble_cfg.class_names)
+    if names_a and names_b and names_a != names_b:
+        raise InputError(where, f"the segmenter's classes {list(names_a)} differ from the ensemble's {list(names_b)}")
 
 
 def compare_markdown(report: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from importlib import metadata
 
 PACKAGES = ("datasetddpm", "torch", "torchvision", "diffusers", "segmentation-models-pytorch", "albumentations",
@@ -25,3 +26,16 @@ def describe() -> dict:
             "cuda": torch.version.cuda or "none", "gpus": gpus or "none visible",
             "nccl": torch.distributed.is_nccl_available() if torch.distributed.is_available() else False,
             "default_device": "cuda:0" if gpus else "cpu"}
+
+
+def provenance(command: str | None = None) -> dict:
+    """Where a result came from, recorded in every result JSON: the command line, the date, the machine."""
+    import datetime
+    import shlex
+    import sys
+    import torch
+    if command is None:
+        command = "datasetddpm " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "datasetddpm" else ""
+    gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "no GPU"
+    return {"command": command, "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {gpus}", "torch": torch.__version__}

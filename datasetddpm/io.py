@@ -82,7 +82,7 @@ def write_error(path: str | Path, error: OSError) -> InputError:
     return InputError(path, f"cannot write: {reason}")
 
 
-def check_output_dir(path: str | Path, need_bytes: int = 0, option: str = "--out") -> Path:
+def check_output_dir(path: str | Path, need_bytes: int = 0, option: str = "--out", what: str = "the first shard") -> Path:
     """Refuse an output location that cannot be written, before anything is created: a file where a folder
     should be, a read-only or missing-permission parent, or a disk without `need_bytes` free."""
     path = Path(path)
@@ -103,8 +103,8 @@ def check_output_dir(path: str | Path, need_bytes: int = 0, option: str = "--out
     if need_bytes:
         free = shutil.disk_usage(existing).free
         if free < need_bytes:
-            raise InputError(existing, f"only {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed for the "
-                                       f"first shard; free some space or choose another {option}")
+            raise InputError(existing, f"only {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed for {what}; "
+                                       f"free some space or choose another {option}")
     return path
 
 
@@ -172,6 +172,31 @@ def read_json(path: str | Path) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, f"not valid JSON ({e})") from None
+
+
+def read_jsonl(path: str | Path, keys: tuple[str, ...] = ()) -> list[dict]:
+    """One JSON object per line, each holding `keys`; a damaged line is one error naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"line {n} is not valid JSON ({e.msg}); `datasetddpm verify --repair` rewrites "
+                                   "an index") from None
+        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise InputError(path, f"line {n} lacks {', '.join(missing)}")
+        rows.append(row)
+    return rows
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -23,16 +23,15 @@ def overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float 
 
 
 def image_grid(tiles: list[np.ndarray], columns: int, scale: int = 1, pad: int = 1) -> np.ndarray:
-    """Tiles of one size -> one (H, W, 3) uint8 grid, white padding, nearest-neighbour upscaling."""
-    h, w = tiles[0].shape[:2]
-    rows = (len(tiles) + columns - 1) // columns
-    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tile
+    """Tiles of one size -> one (H, W, 3) uint8 grid (torchvision's make_grid), white padding,
+    nearest-neighbour upscaling (small images stay crisp)."""
+    import torch
+    from torchvision.utils import make_grid
+    batch = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2)
+    grid = make_grid(batch, nrow=columns, padding=pad, pad_value=255).permute(1, 2, 0).numpy()
     if scale > 1:
         grid = grid.repeat(scale, 0).repeat(scale, 1)
-    return grid
+    return np.ascontiguousarray(grid)
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

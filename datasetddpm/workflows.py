@@ -19,6 +19,7 @@ from .errors import InputError, OptionError
 from .generators.base import FeatureSpec
 from .generators.loading import load_generator
 from .io import check_output_dir, read_json, remove_stale_temporaries, run_lock, write_json
+from .pipeline.annotate import attach_latents
 from .presets import get_preset
 from .segmenters.model import load_segmenter, predict
 
@@ -100,6 +101,14 @@ def _check_sizes(source: FeatureSource, images: np.ndarray, paths: list[Path], r
         raise InputError(paths[0], reason)
 
 
+def _ensemble_bytes(source: FeatureSource, num_classes: int, members: int) -> int:
+    """Size of the checkpoint `train-ensemble` will write (float32 weights of every member)."""
+    from .ensemble.model import hidden_sizes
+    dim = 27 if source.generator is None else sum(source.generator.feature_channels(source.spec))
+    h1, h2 = hidden_sizes(num_classes)
+    return 4 * members * (dim * h1 + h1 * h2 + h2 * num_classes + h1 + h2 + num_classes)
+
+
 def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
                           limit: int | None = None, train: EnsembleTrainConfig | None = None,
                           device: str | torch.device = "cpu", progress: bool = True) -> dict:
@@ -108,8 +117,9 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
     labelled = read_labelled(folder, problem.num_classes, problem.ignore_label, limit, resolution=problem.resolution)
     source = source_for(problem, colour=colour, device=device)
     _check_sizes(source, labelled.images, labelled.paths, problem.resolution)
+    attach_latents(source.generator, folder, labelled.images, labelled.paths)  # StyleGAN2: annotated samples
     train = train or EnsembleTrainConfig()
-    check_output_dir(out)
+    check_output_dir(out, _ensemble_bytes(source, problem.num_classes, train.members), what="the ensemble")
     t0 = time.time()
     ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
                                  ignore_label=problem.ignore_label, class_names=problem.class_names,
@@ -117,8 +127,10 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
     log["seconds_total"] = round(time.time() - t0, 2)
     with run_lock(out):
         remove_stale_temporaries(out)
-        save_ensemble(out, ensemble, {"training": {**log, "data": str(folder), "images": len(labelled),
-                                                   "seed": train.seed, "members": train.members}})
+        training = {**log, "data": str(folder), "images": len(labelled), "seed": train.seed, "members": train.members}
+        save_ensemble(out, ensemble, {"training": training})
+        from .figures import plot_ensemble_log
+        plot_ensemble_log(training, Path(out) / "training_curves.png")
     return log
 
 
@@ -130,7 +142,7 @@ def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | P
     if (ensemble is None) == (segmenter is None):
         raise OptionError("--ensemble/--segmenter", "give exactly one of them")
     images, paths = read_images(images_dir)
-    out = Path(out)
+    out = check_output_dir(out)
     if segmenter is not None:
         seg_model = load_segmenter(segmenter).to(device)
         reason = seg_model.check_size(*images.shape[1:3])
@@ -142,6 +154,7 @@ def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | P
         ens = load_ensemble(ensemble).to(device)
         source = source_for(ens, model=model, device=device)
         _check_sizes(source, images, paths)
+        attach_latents(source.generator, images_dir, images, paths)
         seg = segment(source, ens, images, progress=progress)
         labels, num_classes = seg.labels, ens.cfg.num_classes
         write_json(out / "uncertainty.json", {p.stem: float(s) for p, s in zip(paths, seg.image_uncertainty)})
@@ -159,6 +172,7 @@ def evaluate_ensemble(ensemble: PixelEnsemble, data: str | Path, *, model: str |
     labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit, resolution=size)
     source = source_for(ensemble, model=model, device=device)
     _check_sizes(source, labelled.images, labelled.paths)
+    attach_latents(source.generator, folder, labelled.images, labelled.paths)
     seg = segment(source, ensemble.to(device), labelled.images, progress=progress)
     return evaluate_labels(seg.labels, labelled.masks, cfg.num_classes, cfg.ignore_label, cfg.class_names)
 
@@ -182,10 +196,55 @@ def _deeplab_worker(rank: int, world: int, run: str, val: str, out: str, cfg_dic
     card = pairs.card
     k, ignore = len(card["classes"]), card["ignore_label"]
     real = read_labelled(resolve_split(val, "train"), k, ignore)
+    if cfg_dict["real"]:
+        from .data.generated import MixedPairs, real_repeat
+        mixed = read_labelled(resolve_split(cfg_dict["real"], "train"), k, ignore)
+        pairs = MixedPairs(pairs, mixed.images, mixed.masks,
+                           real_repeat(len(pairs), len(mixed), cfg_dict["real_fraction"]))
     train_deeplab(pairs, real.images, real.masks, out, DeepLabTrainConfig(**cfg_dict), num_classes=k,
                   ignore_label=ignore, class_names=tuple(card["classes"]),
                   data_key=f"{card['config_hash']}/{card['labels_hash']}", device=resolve_device(device, rank=rank),
                   amp=amp, progress=progress)
+
+
+def deeplab_config(preset: str | None = None, **options):
+    """The DeepLab training config: options given (not None) win over the preset's DeepLab settings, which
+    win over `DeepLabTrainConfig`'s defaults."""
+    from dataclasses import asdict
+    from .segmenters.train_deeplab import DeepLabTrainConfig
+    base = asdict(get_preset(preset).deeplab) if preset else {}
+    return DeepLabTrainConfig(**{**base, **{k: v for k, v in options.items() if v is not None}})
+
+
+def _check_deeplab_inputs(run, val, out, cfg, workers: int, gpus: int, device: str):
+    """The run, the options and the real images, before anything is written; returns the world."""
+    from .data.generated import GeneratedPairs
+    from .distributed import resolve_world
+    from .pipeline.verify import cheap_check
+    pairs = GeneratedPairs(run)
+    cheap_check(run, index=True)
+    world, backend, device = resolve_world(workers, gpus, device)
+    cfg.validate(world)
+    for folder in (val, cfg.real) if cfg.real else (val,):
+        images = read_labelled(resolve_split(folder, "train"), len(pairs.card["classes"]), pairs.card["ignore_label"])
+        if folder == cfg.real and images.images.shape[1:3] != pairs[0][0].shape[:2]:  # batched together
+            raise InputError(images.paths[0], f"is {images.images.shape[2]}x{images.images.shape[1]} but the run's "
+                                              f"pairs are {pairs[0][0].shape[1]}x{pairs[0][0].shape[0]}")
+    check_output_dir(out)
+    return world, backend, device
+
+
+def plan_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
+                     device: str = "cpu"):
+    """`train-deeplab --dry-run`: the checks of `train_deeplab_run`, then a plan from two timed steps."""
+    from .data.generated import GeneratedPairs
+    from .devices import resolve_device
+    from .plans import plan_train_deeplab
+    world, _, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
+    pairs = GeneratedPairs(run)
+    side = pairs[0][0].shape[0]
+    return plan_train_deeplab(len(pairs), side, len(pairs.card["classes"]), cfg, world=world,
+                              device=resolve_device(device))
 
 
 def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
@@ -194,14 +253,8 @@ def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *,
     """DeepLabV3 on a finalized run's kept pairs, epoch chosen on real labelled images; data-parallel
     over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL), `cfg.batch_size` images per process."""
     from dataclasses import asdict
-    from .data.generated import GeneratedPairs
-    from .distributed import launch, resolve_world, torchrun_env
-    from .pipeline.verify import cheap_check
-    GeneratedPairs(run)  # validate the run before starting workers
-    cheap_check(run, index=True)
-    world, backend, device = resolve_world(workers, gpus, device)
-    cfg.validate(world)
-    check_output_dir(out)
+    from .distributed import launch, torchrun_env
+    world, backend, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
     with run_lock(out, enabled=not torchrun_env() or os.environ.get("RANK") == "0"):
         remove_stale_temporaries(out)
         remove_stale_temporaries(Path(out) / "best")
@@ -209,3 +262,53 @@ def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *,
                backend=backend, threads=threads)
     best = read_json(Path(out) / "best" / "config.json")["training"]
     return {"best_epoch": best["epoch"], "best_val_miou": best["val_miou"]}
+
+
+def probe_folder(data: str | Path, out: str | Path, *, test: str | Path | None = None, preset: str = "embedded",
+                 model: str | None = None, generator: str | None = None, blocks: tuple[int, ...] | None = None,
+                 steps: tuple[int, ...] = (0, 25, 50, 100, 150, 250, 400, 600, 800),
+                 train_images: int = 20, test_images: int = 20, ignore_label: int | None = None,
+                 num_classes: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                 progress: bool = True) -> dict:
+    """`datasetddpm probe`: one MLP per (block, step) on a labelled folder, scored on held-out images
+    (`blocks` None: every block of the model)."""
+    from .generators.loading import resolve_model
+    from .probe import run_probe, save_probe
+    problem = resolve_problem(preset, model=resolve_model(model, generator), ignore_label=ignore_label,
+                              num_classes=num_classes)
+    gen = load_generator(problem.model, device)
+    block_ids = tuple(range(len(gen.blocks))) if blocks is None else tuple(blocks)
+    # A StyleGAN2 has one "step" (its layers are the grid's blocks); --steps applies to diffusion only.
+    step_ids = (0,) if getattr(gen, "latent_based", False) else tuple(steps)
+    gen.check_spec(FeatureSpec(block_ids, step_ids))
+    train_dir, test_dir = resolve_split(data, "train"), test or resolve_split(data, "test")
+    train = read_labelled(train_dir, problem.num_classes, problem.ignore_label, train_images)
+    held = read_labelled(test_dir, problem.num_classes, problem.ignore_label, test_images)
+    for folder, labelled in ((train_dir, train), (test_dir, held)):  # StyleGAN2: annotated generated samples
+        attach_latents(gen, folder, labelled.images, labelled.paths)
+    check_output_dir(out)
+    result = run_probe(gen, train.images, train.masks, held.images, held.masks, blocks=block_ids, steps=step_ids,
+                       num_classes=problem.num_classes, ignore_label=problem.ignore_label,
+                       noise_seed=problem.spec.noise_seed, seed=seed, progress=progress)
+    result["model"] = problem.model
+    save_probe(result, out)
+    return result
+
+
+def check_samples_run(out: str | Path, *, model: str = "embedded", oracle: str = "embedded", n: int = 200,
+                      sampler: str = "ddim", sampling_steps: int = 50, seed: int = 0,
+                      device: str | torch.device = "cpu", progress: bool = True) -> dict:
+    """`datasetddpm check-samples`: the oracle's numbers on a model's samples vs on real images, with a
+    grid, in `out/sample_report.json` (with its command, date and machine)."""
+    from .data.oracle import check_samples
+    from .environment import provenance
+    from .paths import EMBEDDED_ORACLE_DIR
+    generator = load_generator(model, device)
+    generator.make_sampler(sampler, sampling_steps)
+    segmenter = load_segmenter(EMBEDDED_ORACLE_DIR if oracle == "embedded" else oracle).to(device)
+    check_output_dir(out)
+    report = check_samples(generator, segmenter, out, n=n, sampler=sampler, num_steps=sampling_steps, seed=seed,
+                           progress=progress)
+    report.update(provenance())
+    write_json(Path(out) / "sample_report.json", report)
+    return report

@@ -7,6 +7,7 @@ early-stop hook skips the decoder after block 12).
 
 import time
 
+import pytest
 import torch
 from diffusers import UNet2DModel
 
@@ -16,8 +17,9 @@ from datasetddpm.generators.base import FeatureSpec
 from datasetddpm.generators.diffusion import DiffusionGenerator
 
 
+@pytest.mark.slow
 def test_lsun_256_paper_blocks_give_8448_features_per_pixel():
-    # The one big test of the default suite (~1-2 min): both cores for the 2.2 TFLOP forwards.
+    # 1-2 min with both cores for the 2.2 TFLOP forwards (slow marker: `make test-slow`).
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

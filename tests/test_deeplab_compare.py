@@ -46,6 +46,17 @@ def test_train_deeplab_resume_equals_uninterrupted_and_compare(finished_run, tin
     assert (tmp_path / "cmp" / "compare.md").read_text().startswith("| method | mIoU")
     assert (tmp_path / "cmp" / "compare_grid.png").is_file()
 
+    # Several segmenters side by side (DatasetDDPM's and DatasetGAN's DeepLab): one row each, same images.
+    r = runner.invoke(app, [str(a) for a in ["compare", "--ensemble", tiny_ensemble, "--segmenter",
+                                             tmp_path / "full" / "best", "--segmenter",
+                                             f"DatasetGAN mode={tmp_path / 'split' / 'best'}", "--data",
+                                             tiny_dataset, "--out", tmp_path / "cmp2", "--quiet"]])
+    assert r.exit_code == 0, r.output
+    two = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
+    assert list(two["methods"]) == ["direct DDPM", "DeepLabV3 (synthetic)", "DatasetGAN mode"]
+    assert two["methods"]["DatasetGAN mode"]["miou"] == report["methods"]["DeepLabV3 (synthetic)"]["miou"]  # same weights
+    assert two["methods"]["direct DDPM"]["miou"] == report["methods"]["direct DDPM"]["miou"]
+
     r = runner.invoke(app, [str(a) for a in ["segment", "--segmenter", tmp_path / "full" / "best", "--images",
                                              tiny_dataset / "real" / "test", "--out", tmp_path / "m", "--quiet"]])
     assert r.exit_code == 0, r.output
@@ -78,3 +89,24 @@ def test_train_deeplab_gpus_without_gpus(finished_run, tiny_dataset, tmp_path):
     r = runner.invoke(app, [str(a) for a in ["train-deeplab", "--run", finished_run, "--val", tiny_dataset, "--out",
                                              tmp_path / "g2", "--gpus", 2, "--quiet"]])
     assert r.exit_code == 2 and "--gpus: asked for 2 GPU worker(s)" in r.output
+
+
+def test_real_images_mixed_into_every_epoch(tmp_path, tiny_model_dir, tiny_ensemble, tiny_dataset):
+    from conftest import finished_run, one_line_error, run
+    from datasetddpm.data.folders import read_labelled, resolve_split
+    from datasetddpm.data.generated import GeneratedPairs, MixedPairs, real_repeat
+    root = finished_run(tmp_path / "run", tiny_model_dir, tiny_ensemble, 8, 4)
+    pairs = GeneratedPairs(root)
+    real = read_labelled(resolve_split(tiny_dataset, "train"), 7, 255)
+    repeat = real_repeat(len(pairs), len(real), 0.5)
+    mixed = MixedPairs(pairs, real.images, real.masks, repeat)
+    assert repeat * len(real) >= len(pairs) and len(mixed) == len(pairs) + repeat * len(real)
+    assert (mixed[len(pairs)][0] == real.images[0]).all() and (mixed[len(mixed) - 1][1] == real.masks[-1]).all()
+    assert (mixed[0][0] == pairs[0][0]).all()
+    r = run("train-deeplab", "--run", root, "--val", tiny_dataset, "--out", tmp_path / "dl", "--epochs", 1,
+            "--batch-size", 2, "--no-augment", "--real", tiny_dataset, "--real-fraction", 0.5, "--quiet")
+    assert r.exit_code == 0, r.output
+    trained = json.loads((tmp_path / "dl" / "best" / "config.json").read_text())["training"]
+    assert trained["real_fraction"] == 0.5 and trained["real"].endswith(tiny_dataset.name)
+    one_line_error(run("train-deeplab", "--run", root, "--val", tiny_dataset, "--out", tmp_path / "x", "--real",
+                       tiny_dataset, "--real-fraction", 1.0), "--real-fraction: must be in (0, 1)")

@@ -33,6 +33,7 @@ def train_ddpm_command(
     device: opt.Device = "auto",
     overwrite: opt.Overwrite = False,
     threads: opt.Threads = None,
+    dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train an unconditional DDPM (EMA, resumable: rerun the same command to continue)."""
@@ -45,6 +46,10 @@ def train_ddpm_command(
                           ema_decay=ema_decay, unet=unet,
                           attention_resolutions=opt.parse_ints("--attention-res", attention_res) or (),
                           pool_size=pool_size, checkpoint_every=checkpoint_every, seed=seed)
+    if dry_run:
+        from ..plans import plan_train_ddpm
+        typer.echo(plan_train_ddpm(Path(out), cfg, device=resolve_device(device)).text())
+        return
     ema_dir = train_ddpm(Path(out), cfg, overwrite=overwrite, progress=not quiet, device=resolve_device(device))
     typer.echo(f"EMA checkpoint: {ema_dir}")
 
@@ -96,16 +101,11 @@ def check_samples_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Sample the model; write a preview grid with oracle overlays and the oracle's numbers on samples vs real."""
-    from ..data.oracle import check_samples
-    from ..generators.loading import load_generator
-    from ..presets import EMBEDDED_ORACLE_DIR
-    from ..segmenters.model import load_segmenter
     from ..devices import resolve_device
+    from ..workflows import check_samples_run
     opt.set_threads(threads)
-    generator = load_generator(model, resolve_device(device))
-    seg = load_segmenter(EMBEDDED_ORACLE_DIR if oracle == "embedded" else oracle)
-    r = check_samples(generator, seg, out, n=n, sampler=sampler, num_steps=sampling_steps, seed=seed,
-                      progress=not quiet)
+    r = check_samples_run(out, model=model, oracle=oracle, n=n, sampler=sampler, sampling_steps=sampling_steps,
+                          seed=seed, device=resolve_device(device), progress=not quiet)
     typer.echo(f"oracle flip-consistency mIoU: samples {100 * r['samples']['flip_consistency_miou']:.1f} vs real "
                f"{100 * r['real']['flip_consistency_miou']:.1f}; confidence {r['samples']['mean_confidence']:.3f} vs "
                f"{r['real']['mean_confidence']:.3f}; class-frequency TV distance "

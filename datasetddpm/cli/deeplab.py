@@ -18,13 +18,21 @@ def train_deeplab_command(
     run: Annotated[Path, typer.Option(help="Finalized generation run (from sample/label/finalize).")],
     val: Annotated[Path, typer.Option(help="Real labelled images to choose the epoch on (dataset root: real/train).")],
     out: opt.Out,
-    arch: Annotated[str, typer.Option(help="deeplabv3 | deeplabv3plus | unet")] = "deeplabv3",
-    encoder: Annotated[str, typer.Option(help="smp encoder (resnet101 as the reference; resnet18 for small runs).")] = "resnet18",
-    input_scale: Annotated[int, typer.Option(help="Train and run at this input upsampling factor (small images).")] = 1,
-    epochs: Annotated[int, typer.Option(help="Epochs over the kept pairs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Images per step on each GPU / worker (DDP convention: the "
-                                                 "global batch is this x the number of workers).")] = 8,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    preset: Annotated[Optional[str], typer.Option(help="Take arch, encoder, input scale, epochs, batch size and lr "
+                                                  "from this preset (`datasetddpm presets NAME`); flags override.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="deeplabv3 | deeplabv3plus | unet  [default: deeplabv3]")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="smp encoder (resnet101 as the reference; resnet18 for small "
+                                                   "runs)  [default: resnet18]")] = None,
+    input_scale: Annotated[Optional[int], typer.Option(help="Train and run at this input upsampling factor (small "
+                                                       "images)  [default: 1]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs over the kept pairs  [default: 20]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step on each GPU / worker (DDP convention: the "
+                                                      "global batch is this x the number of workers)  [default: 8]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate  [default: 0.001]")] = None,
+    real: Annotated[Optional[Path], typer.Option(help="Real labelled images (dataset root: real/train) mixed into "
+                                                 "every epoch beside the synthetic pairs.")] = None,
+    real_fraction: Annotated[float, typer.Option(help="With --real: the real images' share of each epoch (they are "
+                                                 "repeated to reach it).")] = 0.1,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Disable albumentations augmentations.")] = False,
     workers: Annotated[int, typer.Option(help="Data-parallel CPU worker processes (gloo).")] = 1,
     gpus: Annotated[int, typer.Option(help="Data-parallel GPU workers (NCCL); 0 = none.")] = 0,
@@ -33,14 +41,18 @@ def train_deeplab_command(
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast on CPU, fp16 + scaler on CUDA).")] = False,
     seed: opt.Seed = 0,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train DeepLabV3 from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
-    from ..segmenters.train_deeplab import DeepLabTrainConfig
-    from ..workflows import train_deeplab_run
-    cfg = DeepLabTrainConfig(arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
-                             batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed,
-                             loader_workers=loader_workers)
+    from ..workflows import deeplab_config, train_deeplab_run
+    cfg = deeplab_config(preset, arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
+                         batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed, loader_workers=loader_workers,
+                         real=str(real.resolve()) if real else "", real_fraction=real_fraction)
+    if dry_run:
+        from ..workflows import plan_deeplab_run
+        typer.echo(plan_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device).text())
+        return
     result = train_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device, amp=amp,
                                threads=opt.check_threads(threads), progress=not quiet)
     typer.echo(f"best epoch {result['best_epoch']} (mIoU on real train images {100 * result['best_val_miou']:.1f}); "
@@ -50,7 +62,9 @@ def train_deeplab_command(
 @command("compare")
 def compare_command(
     ensemble: Annotated[Path, typer.Option(help="Ensemble checkpoint (direct DDPM mode).")],
-    segmenter: Annotated[Path, typer.Option(help="Segmenter directory (train-deeplab's <out>/best).")],
+    segmenter: Annotated[list[str], typer.Option(help="Segmenter directory (train-deeplab's <out>/best), or "
+                                                "NAME=DIR; repeat it to compare several (e.g. DatasetDDPM's and "
+                                                "DatasetGAN's DeepLab).")],
     data: Annotated[Path, typer.Option(help="Real labelled test folder (dataset root: real/test).")],
     out: opt.Out,
     model: Annotated[Optional[str], typer.Option(help="Override the diffusion model recorded in the ensemble.")] = None,
@@ -63,9 +77,24 @@ def compare_command(
     from ..compare import compare
     from ..devices import resolve_device
     opt.set_threads(threads)
-    report = compare(ensemble, segmenter, data, out, model=model, limit=limit, device=resolve_device(device),
+    report = compare(ensemble, _named_segmenters(segmenter), data, out, model=model, limit=limit, device=resolve_device(device),
                      progress=not quiet)
     print_compare(report)
+    typer.echo(f"report: {out}/compare.html (also compare.md, compare.json)")
+
+
+def _named_segmenters(values: list[str]) -> dict[str, Path]:
+    """`DIR` or `NAME=DIR` per --segmenter; the first unnamed one is DatasetDDPM's DeepLab."""
+    from ..compare import DEFAULT_NAME
+    named = {}
+    for i, value in enumerate(values):
+        name, sep, folder = value.partition("=")
+        if not sep:
+            name, folder = (DEFAULT_NAME if i == 0 else f"DeepLabV3 ({Path(value).parent.name or value})"), value
+        if name in named:
+            raise opt.option_error("--segmenter", f"two segmenters are named {name!r}: name them NAME=DIR")
+        named[name] = Path(folder)
+    return named
 
 
 def print_compare(report: dict) -> None:

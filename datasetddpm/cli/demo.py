@@ -67,3 +67,5 @@ def demo_command(
         times.add_row(stage, f"{s:.1f}")
     console.print(times)
     console.print(f"report: {out}/demo.json")
+    if "datasetddpm" in report:
+        console.print(f"HTML report (open in a browser): {out}/compare/compare.html")

@@ -30,6 +30,7 @@ def train_ensemble_command(
     num_classes: opt.NumClasses = None,
     class_names: opt.ClassNames = None,
     resolution: opt.Resolution = None,
+    generator: opt.GeneratorKind = None,
     colour: Annotated[bool, typer.Option(help="Use the RGB-3x3 colour baseline instead of diffusion features.")] = False,
     members: Annotated[int, typer.Option(help="MLPs in the ensemble.")] = 10,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N labelled images.")] = None,
@@ -49,10 +50,15 @@ def train_ensemble_command(
     if members < 1:
         raise opt.option_error("--members", f"must be >= 1, got {members}")
     dev = resolve_device(device)
+    from ..generators.loading import resolve_model
+    model = resolve_model(model, generator)
     problem = resolve_problem(preset, model=model, blocks=opt.parse_ints("--blocks", blocks),
                               steps=opt.parse_ints("--steps", steps), noise_seed=noise_seed,
                               ignore_label=ignore_label, num_classes=num_classes, resolution=resolution,
                               class_names=opt.parse_names("--class-names", class_names), require_model=not colour)
+    if not colour:  # DatasetGAN mode: synthesis layers, no steps (the preset's steps are a diffusion model's)
+        from ..generators.loading import stylegan2_problem
+        problem = stylegan2_problem(problem, opt.parse_ints("--blocks", blocks), steps, noise_seed)
     log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
                                 train=EnsembleTrainConfig(members=members, seed=seed), device=dev,
                                 progress=not quiet)
@@ -66,6 +72,7 @@ def segment_command(
     ensemble: Annotated[Optional[Path], typer.Option(help="Ensemble checkpoint (direct DDPM mode).")] = None,
     segmenter: Annotated[Optional[Path], typer.Option(help="Trained segmenter (train-deeplab's <out>/best); no diffusion model needed.")] = None,
     model: ModelOverride = None,
+    generator: opt.GeneratorKind = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
@@ -74,6 +81,10 @@ def segment_command(
     from ..devices import resolve_device
     from ..workflows import segment_folder
     opt.set_threads(threads)
+    if generator is not None and ensemble is not None:  # the model used must be of that kind
+        from ..ensemble.model import load_ensemble
+        from ..generators.loading import resolve_model
+        resolve_model(model, generator, load_ensemble(ensemble).cfg.model or "embedded")
     n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model,
                        device=resolve_device(device), progress=not quiet)
     typer.echo(f"wrote {n} masks to {out}")

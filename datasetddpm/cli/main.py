@@ -12,7 +12,8 @@ from .app import app, command  # noqa: F401  (re-exported for embedding)
 def get_app() -> typer.Typer:
     """The app with every command registered (for CliRunner tests and embedding)."""
     # Importing a command module adds its commands to `app`.
-    from . import convert, data, ddpm, deeplab, demo, ensemble, pipeline, presets, probe, study  # noqa: F401
+    from . import convert, data, ddpm, deeplab, demo, ensemble, export, pipeline, presets, probe, show, study  # noqa: F401
+    from . import stylegan2  # noqa: F401
     return app
 
 

@@ -9,8 +9,12 @@ import typer
 
 Model = Annotated[str, typer.Option("--model", help="Diffusion checkpoint directory, or 'embedded' for the shipped model.")]
 Out = Annotated[Path, typer.Option("--out", help="Output directory.")]
+GeneratorKind = Annotated[Optional[str], typer.Option("--generator", help="diffusion | stylegan2 (DatasetGAN mode). "
+                                                      "Optional: a model folder says which it is; with --model it is "
+                                                      "checked, alone 'stylegan2' picks the embedded StyleGAN2.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Check the inputs, time a few steps on this device and print the plan (work, disk, time); write nothing.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 Device = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]

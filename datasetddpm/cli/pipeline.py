@@ -21,7 +21,8 @@ def sample_command(
     out: Run,
     n: Annotated[int, typer.Option("--n", "--num-samples", help="Samples to generate (--num-samples under "
                                                                 "torchrun, whose parser takes --n for its own).")] = 1000,
-    model: Annotated[Optional[str], typer.Option("--model", help="Diffusion checkpoint directory, 'embedded', or "
+    model: Annotated[Optional[str], typer.Option("--model", help="Model folder (diffusion or StyleGAN2), 'embedded', "
+                                                 "'embedded-stylegan2', or "
                                                  "adm:<flags>:<file.pt> (default: the --ensemble's own model, else "
                                                  "the embedded one).")] = None,
     sampler: Annotated[str, typer.Option(help="ddpm (full ancestral) | ddim | dpm++")] = "ddim",
@@ -31,59 +32,123 @@ def sample_command(
     ensemble: Annotated[Optional[Path], typer.Option(help="Label each shard as it is made (fused) with this ensemble.")] = None,
     for_annotation: Annotated[Optional[int], typer.Option(help="Instead of a run: export K samples as a folder for annotators.")] = None,
     oracle_annotate: Annotated[bool, typer.Option("--oracle-annotate", help="With --for-annotation on the embedded domain: the oracle writes the masks.")] = False,
+    generator: opt.GeneratorKind = None,
     workers: Workers = 1,
     gpus: Gpus = 0,
     device: Device = "auto",
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Sample images by reverse diffusion into sharded, resumable output (optionally labelling them)."""
-    if for_annotation is not None:
+    """Sample images (reverse diffusion, or one StyleGAN2 pass) into sharded, resumable output (optionally
+    labelling them)."""
+    from ..generators.loading import resolve_model
+    if generator is not None and model is None and ensemble is not None:
+        from ..ensemble.model import load_ensemble
+        model = resolve_model(model, generator, load_ensemble(ensemble).cfg.model or "embedded")
+    else:
+        model = resolve_model(model, generator)
+    if for_annotation is not None:  # the older spelling of `datasetddpm annotate`
         if for_annotation < 1:
             raise opt.option_error("--for-annotation", f"must be >= 1 samples, got {for_annotation}")
-        model = model or "embedded"
-        from ..generators.loading import load_generator
-        from ..pipeline.annotate import export_for_annotation
-        oracle = None
-        if oracle_annotate:
-            from ..presets import EMBEDDED_ORACLE_DIR
-            from ..segmenters.model import load_segmenter
-            oracle = load_segmenter(EMBEDDED_ORACLE_DIR)
-        opt.set_threads(threads)
-        paths = export_for_annotation(load_generator(model), for_annotation, out, seed=seed, sampler=sampler,
-                                      num_steps=sampling_steps, batch_size=batch_size, oracle=oracle)
-        typer.echo(f"wrote {len(paths)} samples for annotation to {out}" + (" (masks by the oracle)" if oracle else ""))
+        ignored = [name for name, given in (("--n", n != 1000), ("--ensemble", ensemble is not None),
+                                            ("--workers", workers != 1), ("--gpus", gpus != 0), ("--overwrite", overwrite),
+                                            ("--dry-run", dry_run)) if given]
+        if ignored:
+            raise opt.option_error("--for-annotation", f"exports samples for annotators and takes no {', '.join(ignored)} "
+                                                       "(see `datasetddpm annotate --help`)")
+        _annotate(out, for_annotation, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,
+                  k_option="--for-annotation")
         return
     from ..pipeline.config import SampleConfig
     from ..pipeline.generate import sample_run
     cfg = SampleConfig(model=model or "", n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
                        batch_size=batch_size, shard_size=shard_size)
+    if dry_run:
+        from ..plans import plan_sample_run
+        typer.echo(plan_sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device).text())
+        return
     result = sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device,
                         threads=opt.check_threads(threads),
                         overwrite=overwrite, progress=not quiet)
     if result["main"]:  # under torchrun: rank 0 reports
-        typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else ""))
+        preview = _write_preview(out)
+        typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else "")
+                   + (f"; preview: {preview}" if preview else ""))
+
+
+def _annotate(out, k, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,
+              k_option: str = "--k") -> None:
+    from ..devices import resolve_device
+    from ..pipeline.annotate import annotate_folder
+    opt.set_threads(threads)
+    paths = annotate_folder(out, k, model=model or "embedded", seed=seed, sampler=sampler,
+                            sampling_steps=sampling_steps, batch_size=batch_size, oracle_annotate=oracle_annotate,
+                            device=resolve_device(device), k_option=k_option)
+    typer.echo(f"wrote {len(paths)} samples for annotation to {out}" + (" (masks by the oracle)" if oracle_annotate else ""))
+
+
+@command("annotate")
+def annotate_command(
+    out: opt.Out,
+    k: Annotated[int, typer.Option("--k", help="Samples to export for annotators.")] = 20,
+    model: Annotated[Optional[str], typer.Option(help="Model folder (diffusion or StyleGAN2), 'embedded', "
+                                                 "'embedded-stylegan2' or adm:<flags>:<file.pt>.")] = None,
+    generator: opt.GeneratorKind = None,
+    sampler: Annotated[str, typer.Option(help="ddpm (full ancestral) | ddim | dpm++")] = "ddim",
+    sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Samples per UNet batch.")] = 50,
+    oracle_annotate: Annotated[bool, typer.Option("--oracle-annotate", help="On the embedded domain: the oracle "
+                                                  "writes the masks (the paper's labeller protocol, end to end).")] = False,
+    device: Device = "auto",
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+) -> None:
+    """Export K generated samples as a labelled-folder layout for annotators (`<stem>.png`; annotators add
+    `<stem>.npy` or `<stem>_mask.png`), with their seeds (and a StyleGAN2's latents): the paper's protocol."""
+    from ..generators.loading import resolve_model
+    _annotate(out, k, resolve_model(model, generator), seed, sampler, sampling_steps, batch_size, oracle_annotate,
+              device, threads)
+
+
+def _write_preview(out: Path):
+    """RUN/samples_preview.png once the workers are done; under the run lock like every other write."""
+    from ..figures import write_samples_preview
+    from ..io import run_lock
+    with run_lock(out):
+        return write_samples_preview(out)
 
 
 @command("label")
 def label_command(
     out: Run,
     ensemble: Annotated[Path, typer.Option(help="Ensemble checkpoint (from train-ensemble).")],
+    generator: opt.GeneratorKind = None,
     workers: Workers = 1,
     gpus: Gpus = 0,
     device: Device = "auto",
     overwrite: opt.Overwrite = False,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Label the samples of a run with the ensemble's vote and score each image's JS uncertainty."""
     from ..pipeline.generate import label_run
+    if generator is not None:  # the run's own model must be of that kind
+        from ..generators.loading import resolve_model
+        from ..io import read_json
+        resolve_model(None, generator, read_json(out / "manifest.json")["config"]["model"])
+    if dry_run:
+        from ..plans import plan_label_run
+        typer.echo(plan_label_run(out, ensemble, workers=workers, gpus=gpus, device=device).text())
+        return
     result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=opt.check_threads(threads),
                        overwrite=overwrite, progress=not quiet)
     if result["main"]:
-        typer.echo(f"{out}: {result['labelled']} labelled")
+        preview = _write_preview(out)
+        typer.echo(f"{out}: {result['labelled']} labelled" + (f"; preview: {preview}" if preview else ""))
 
 
 @command("finalize")
@@ -95,7 +160,8 @@ def finalize_command(
     """Rank all images by uncertainty, mark the kept pairs, write index.jsonl + dataset_card.json."""
     from ..pipeline.finalize import finalize_run
     card = finalize_run(out, drop_fraction=drop_fraction, max_pairs=max_pairs)
-    typer.echo(f"{out}: kept {card['counts']['kept']} of {card['counts']['generated']} pairs")
+    typer.echo(f"{out}: kept {card['counts']['kept']} of {card['counts']['generated']} pairs; pictures: "
+               f"{out}/preview.png, {out}/uncertainty.png")
     for name, row in card.get("class_balance", {}).items():
         ref = f" (labeller's labels: {100 * row['labeller_pixel_share']:.2f} %)" if "labeller_pixel_share" in row else ""
         typer.echo(f"  {name:>16}: {100 * row['kept_pixel_share']:6.2f} % of kept label pixels{ref}")

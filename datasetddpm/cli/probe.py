@@ -24,30 +24,20 @@ def probe_command(
     test_images: Annotated[int, typer.Option(help="Held-out images to evaluate on.")] = 20,
     ignore_label: opt.IgnoreLabel = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Class count (default: the preset's).")] = None,
+    generator: opt.GeneratorKind = None,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train one MLP per (block, step) and save the mIoU grid as probe.json + probe.png."""
-    from ..data.folders import read_labelled, resolve_split
     from ..devices import resolve_device
-    from ..generators.loading import load_generator
-    from ..probe import run_probe, save_probe
-    from ..workflows import resolve_problem
+    from ..workflows import probe_folder
     opt.set_threads(threads)
-    problem = resolve_problem(preset, model=model, ignore_label=ignore_label, num_classes=num_classes)
-    generator = load_generator(problem.model, resolve_device(device))
-    block_ids = tuple(range(len(generator.blocks))) if blocks == "all" else opt.parse_ints("--blocks", blocks)
-    step_ids = opt.parse_ints("--steps", steps)
-    from ..generators.base import FeatureSpec
-    generator.check_spec(FeatureSpec(block_ids, step_ids))
-    train = read_labelled(resolve_split(data, "train"), problem.num_classes, problem.ignore_label, train_images)
-    held = read_labelled(test or resolve_split(data, "test"), problem.num_classes, problem.ignore_label, test_images)
-    result = run_probe(generator, train.images, train.masks, held.images, held.masks, blocks=block_ids,
-                       steps=step_ids, num_classes=problem.num_classes, ignore_label=problem.ignore_label,
-                       noise_seed=problem.spec.noise_seed, seed=seed, progress=not quiet)
-    result["model"] = problem.model
-    save_probe(result, out)
+    result = probe_folder(data, out, test=test, preset=preset, model=model, generator=generator,
+                          blocks=None if blocks == "all" else opt.parse_ints("--blocks", blocks),
+                          steps=opt.parse_ints("--steps", steps), train_images=train_images,
+                          test_images=test_images, ignore_label=ignore_label, num_classes=num_classes, seed=seed, device=resolve_device(device), progress=not quiet)
+    block_ids, step_ids = result["blocks"], result["steps"]
     best = max(((v, s, b) for s, row in zip(step_ids, result["miou"]) for b, v in zip(block_ids, row)))
     typer.echo(f"best cell: block {best[2]} at t={best[1]} ({100 * best[0]:.1f} mIoU); grid in {out}/probe.png")

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic_path, check_output_dir
 from .images import list_images, read_image, read_mask, write_image
-from .procedural import render
+from .procedural import PROCEDURAL_POOL_SEED0, render
 
 MASK_SUFFIX_PNG = "_mask.png"
 
@@ -105,7 +106,11 @@ def read_labelled(directory: str | Path, num_classes: int, ignore_label: int = 2
             raise InputError(mp, f"class id {value} is out of range: ids must be in [0, {num_classes}) "
                                  f"or the ignore label {ignore_label}")
         masks.append(mask)
-    return LabelledSet(images, np.stack(masks), paths)
+    masks = np.stack(masks)
+    if not (masks != ignore_label).any():
+        raise InputError(directory, f"every mask pixel is the ignore label {ignore_label}: there is nothing to "
+                                    "learn from (check the masks or --ignore-label)")
+    return LabelledSet(images, masks, paths)
 
 
 # Seed ranges of the embedded domain's splits (disjoint from the DDPM's and the oracle's).
@@ -115,12 +120,15 @@ SPLIT_SEED0 = {"train": 1_000_000, "test": 2_000_000}
 def write_procedural_dataset(out: str | Path, *, train: int = 20, test: int = 200, unlabelled: int = 0,
                              resolution: int = 32, seed: int = 0) -> dict:
     """Write the embedded domain in the reference layout: real/{train,test}/<stem>.png + .npy."""
-    from ..io import atomic_path
     out = Path(out)
     counts = {"train": train, "test": test}
+    from ..errors import OptionError
+    for option, n in (("--train", train), ("--test", test), ("--unlabelled", unlabelled)):
+        if n < 0:
+            raise OptionError(option, f"must be >= 0, got {n}")
     if not (0 <= seed < 100 and max(train, test) <= 10_000):
-        from ..errors import OptionError
         raise OptionError("--seed/--train/--test", "need 0 <= seed < 100 and at most 10000 images per split")
+    check_output_dir(out)
     for split, n in counts.items():
         for i in range(n):
             s = SPLIT_SEED0[split] + seed * 10_000 + i
@@ -130,7 +138,6 @@ def write_procedural_dataset(out: str | Path, *, train: int = 20, test: int = 20
             with atomic_path(out / "real" / split / f"{stem}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, mask.astype(np.uint8))
-    from ..generators.train_ddpm import PROCEDURAL_POOL_SEED0
     for i in range(unlabelled):
         write_image(out / "unlabelled" / f"{i:06d}.png", render(PROCEDURAL_POOL_SEED0 + i, resolution)[0])
     return {**counts, "unlabelled": unlabelled, "resolution": resolution}

@@ -16,7 +16,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def list_images(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(directory, "directory not found")
+        raise InputError(directory, "not a directory" if directory.exists() else "directory not found")
     return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
@@ -28,9 +28,21 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return _to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"unreadable image ({e.__class__.__name__}: {_first_line(e)})") from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode as 8-bit RGB. 16-bit and 32-bit grayscale are scaled to 8 bits (PIL's own conversion
+    clips them, which turns a 16-bit photo white); the rest (L, P, LA, RGBA, CMYK, YCbCr, 1) convert as PIL
+    converts them, transparency dropped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or values.max() > 255 else 255.0
+        grey = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
 NPY_MAGIC = b"\x93NUMPY"

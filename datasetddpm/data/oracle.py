@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..seeds import stream_seed
 from ..segmenters.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..segmenters.model import Segmenter, SegmenterConfig, create_segmenter, load_segmenter, predict
 from ..segmenters.train import SegTrainConfig, train_segmenter
@@ -96,7 +97,7 @@ def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int =
     from ..io import write_json
     from ..progress import progress_bar
     from ..report import image_grid, overlay, save_png
-    seeds = [seed * 1_000_000 + i for i in range(n)]
+    seeds = [stream_seed(seed, "check-samples", i) for i in range(n)]  # never a run's or an annotation's samples
     batches = []
     with progress_bar(progress) as bar:
         task = bar.add_task("sample", total=n, info=f"{sampler}-{num_steps}")

@@ -23,6 +23,7 @@ BACKGROUND, BODY, HEAD, LEG, TAIL, EYE, BEAK = range(len(CLASS_NAMES))
 # A salt keeps this domain's random streams apart from any other use of the same integer seeds.
 _DOMAIN_SALT = 0x5EED_DD9A
 _MIN_SIZE = 32
+PROCEDURAL_POOL_SEED0 = 3_000_000  # unlabelled seeds (DDPM training pool); disjoint from the labelled splits
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import DatasetDDPMError
 from ..features import FeatureBank, valid_pixels
 from ..progress import progress_bar
 from .model import EnsembleConfig, PixelEnsemble
@@ -32,6 +33,46 @@ class EnsembleTrainConfig:
     max_steps: int | None = None  # stop after this many optimisation steps (benchmarks, smoke runs)
 
 
+class _EarlyStopping:
+    """The reference's rule per member: from epoch `min_epochs` on, a member stops once `patience`
+    consecutive batches fail to beat its best loss; it keeps the parameters it had then."""
+
+    def __init__(self, members: int, train: EnsembleTrainConfig, device):
+        self.train = train
+        self.active = torch.ones(members, dtype=torch.bool, device=device)
+        self.best = torch.full((members,), float("inf"), device=device)
+        self.stale = torch.zeros(members, dtype=torch.long, device=device)
+        self.stopped_at: list = [None] * members
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def update(self, epoch: int, it: int, losses: torch.Tensor, ensemble: PixelEnsemble) -> None:
+        if epoch < self.train.min_epochs:
+            return
+        improved = losses < self.best
+        self.best = torch.where(improved, losses, self.best)
+        self.stale = torch.where(improved, torch.zeros_like(self.stale), self.stale + 1)
+        for m in (self.active & (self.stale > self.train.patience)).nonzero().flatten().tolist():
+            self.active[m] = False
+            self.stopped_at[m] = (epoch, it)
+            self.snapshots[m] = {k: v[m].clone() for k, v in ensemble.state_dict().items()}
+
+    def status(self, epoch: int) -> str:
+        text = f"members training {int(self.active.sum())}/{len(self.active)}"
+        if epoch >= self.train.min_epochs:
+            patience = int(self.stale[self.active].max()) if self.active.any() else 0
+            text += f", patience {patience}/{self.train.patience}"
+        return text
+
+
+def _member_orders(seed: int, members: int, pixels: int, epoch: int, device) -> torch.Tensor:
+    """(M, P): each member its own global shuffle of the pixels, filled row by row (one permutation's
+    temporary at a time, not M)."""
+    orders = torch.empty(members, pixels, dtype=torch.long)
+    for m in range(members):
+        orders[m] = torch.from_numpy(np.random.default_rng([seed, m, epoch]).permutation(pixels))
+    return orders.to(device)
+
+
 def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainConfig, *,
                    progress: bool = True) -> tuple[PixelEnsemble, dict]:
     """Train `cfg.members` MLPs on the labelled pixels of `bank`; returns the ensemble and a log."""
@@ -44,52 +85,39 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
     P, M, B = len(pixels), cfg.members, train.batch_size
     per_epoch = P // B  # drop the last partial batch: BatchNorm needs > 1 sample
     if per_epoch < 1:
-        raise ValueError(f"only {P} labelled pixels; need at least {B}")
-    active = torch.ones(M, dtype=torch.bool, device=device)
-    best = torch.full((M,), float("inf"), device=device)
-    stale = torch.zeros(M, dtype=torch.long, device=device)
-    stopped_at = [None] * M
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        raise DatasetDDPMError(f"only {P} labelled pixels (not the ignore label); the ensemble needs at least {B}")
+    stopping = _EarlyStopping(M, train, device)
     t0, iterations = time.time(), 0
+    epoch_losses: list[float] = []  # mean batch loss of the members still training, per epoch (the curve)
     with progress_bar(progress) as bar:
         # One bar per epoch: the number of epochs is not known in advance (members stop early).
         task = bar.add_task("train-ensemble epoch 0", total=min(per_epoch, train.max_steps or per_epoch), info="")
         for epoch in range(train.max_epochs):
             bar.update(task, completed=0, description=f"train-ensemble epoch {epoch}")
-            orders = torch.empty(M, P, dtype=torch.long)  # each member its own global shuffle
-            for m in range(M):  # filled row by row: one permutation's temporary at a time, not M
-                orders[m] = torch.from_numpy(np.random.default_rng([train.seed, m, epoch]).permutation(P))
-            orders = orders.to(device)
+            orders = _member_orders(train.seed, M, P, epoch, device)
+            loss_sum = torch.zeros((), device=device)  # summed on the device: one sync per epoch, not per batch
             for it in range(per_epoch):
                 idx = pixels[orders[:, it * B:(it + 1) * B].reshape(-1)]  # (M*B, 3)
                 x = bank.gather(idx[:, 0], idx[:, 1], idx[:, 2]).view(M, B, -1)
                 y = masks[idx[:, 0], idx[:, 1], idx[:, 2]].view(M, B)
                 ensemble.train()
-                logits = ensemble(x)
-                losses = F.cross_entropy(logits.reshape(M * B, -1), y.reshape(-1), reduction="none",
+                losses = F.cross_entropy(ensemble(x).reshape(M * B, -1), y.reshape(-1), reduction="none",
                                          ignore_index=cfg.ignore_label).view(M, B).mean(1)
                 opt.zero_grad(set_to_none=True)
-                (losses * active).sum().backward()
+                (losses * stopping.active).sum().backward()
                 opt.step()
+                loss_sum += (losses.detach() * stopping.active).sum() / stopping.active.sum()
                 iterations += 1
-                if epoch >= train.min_epochs:
-                    improved = losses.detach() < best
-                    best = torch.where(improved, losses.detach(), best)
-                    stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
-                    for m in (active & (stale > train.patience)).nonzero().flatten().tolist():
-                        active[m] = False
-                        stopped_at[m] = (epoch, it)
-                        snapshots[m] = {k: v[m].clone() for k, v in ensemble.state_dict().items()}
-                bar.update(task, advance=1, info=f"members training {int(active.sum())}/{M}, patience "
-                                                 f"{int(stale[active].max()) if active.any() else 0}/{train.patience}"
-                           if epoch >= train.min_epochs
-                           else f"members training {int(active.sum())}/{M}")
-                if not active.any() or iterations == train.max_steps:
+                stopping.update(epoch, it, losses.detach(), ensemble)
+                bar.update(task, advance=1, info=stopping.status(epoch))
+                if not stopping.active.any() or iterations == train.max_steps:
                     break
-            if not active.any() or iterations == train.max_steps:
+            epoch_losses.append(round(float(loss_sum) / (it + 1), 6))
+            if not stopping.active.any() or iterations == train.max_steps:
                 bar.update(task, info=f"stopped early at epoch {epoch}: every member's loss stopped improving"
-                           if not active.any() else f"stopped at the step limit ({iterations} steps)")
+                           if not stopping.active.any() else f"stopped at the step limit ({iterations} steps)")
                 break
+    stopped_at, snapshots = stopping.stopped_at, stopping.snapshots
     # Members that stopped early keep the parameters they had when they stopped (Adam moments
     # would otherwise keep moving them).
     with torch.no_grad():
@@ -99,5 +127,5 @@ def train_ensemble(bank: FeatureBank, cfg: EnsembleConfig, train: EnsembleTrainC
                 state[k][m] = v
     ensemble.eval()
     log = {"pixels": P, "iterations": iterations, "epochs": epoch + 1, "seconds": round(time.time() - t0, 2),
-           "stopped_at": stopped_at}
+           "stopped_at": stopped_at, "loss_per_epoch": epoch_losses}
     return ensemble, log

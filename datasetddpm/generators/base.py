@@ -1,7 +1,9 @@
-"""The small interface every generator backend implements (diffusion now, StyleGAN2 next).
+"""The small interface every generator backend implements (diffusion, and StyleGAN2 for DatasetGAN mode).
 
 A generator makes images from integer seeds and exposes pixel features of images as a list of
 feature maps at their native resolutions; `datasetddpm.features` upsamples and stacks them.
+A latent-based backend (`latent_based = True`, StyleGAN2) computes features from latents: its
+`feature_maps` serves only images whose latents it knows (see `generators/stylegan2.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import torch
 class FeatureSpec:
     """Which activations make a pixel's feature vector."""
 
-    blocks: tuple[int, ...]  # decoder blocks, ADM `output_blocks` numbering (0 = deepest)
-    steps: tuple[int, ...]  # diffusion steps t in [0, T) the image is noised to
+    blocks: tuple[int, ...]  # decoder blocks, ADM `output_blocks` numbering (0 = deepest); StyleGAN2: synthesis layers
+    steps: tuple[int, ...]  # diffusion steps t in [0, T) the image is noised to; StyleGAN2: (0,)
     noise_seed: int = 0  # seed of the ONE noise tensor shared by all images and steps
 
     def to_dict(self) -> dict:

@@ -22,14 +22,13 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from ..data.images import list_images, read_image
-from ..data.procedural import render
+from ..data.procedural import PROCEDURAL_POOL_SEED0, render
 from ..errors import DatasetDDPMError, InputError, OptionError
 from ..io import (atomic_path, check_output_dir, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json,
                   remove_stale_temporaries, run_lock, save_tensors, write_json)
 from ..progress import progress_bar
 from .diffusion import save_checkpoint
 
-PROCEDURAL_POOL_SEED0 = 3_000_000  # unlabelled seeds; disjoint from the labelled splits
 
 
 @dataclass
@@ -54,6 +53,10 @@ class DDPMTrainConfig:
     def resolved(self) -> "DDPMTrainConfig":
         from ..presets import EMBEDDED_SCHEDULER, EMBEDDED_UNET
         unet = dict(EMBEDDED_UNET, **self.unet, sample_size=self.resolution)
+        levels = len(unet["block_out_channels"])
+        for key, block in (("down_block_types", "DownBlock2D"), ("up_block_types", "UpBlock2D")):
+            if key not in self.unet and len(unet[key]) != levels:  # --channels with another number of levels
+                unet[key] = (block,) * levels
         if self.attention_resolutions:
             unet.update(_attention_blocks(len(unet["block_out_channels"]), self.resolution,
                                           self.attention_resolutions))
@@ -79,6 +82,10 @@ class DDPMTrainConfig:
         for option, ok, problem in checks:
             if not ok:
                 raise OptionError(option, problem)
+        groups = self.unet.get("norm_num_groups", 32)
+        if any(c % groups for c in self.unet["block_out_channels"]):
+            raise OptionError("--channels", f"each width must be a multiple of {groups} (the UNet's GroupNorm groups), "
+                                            f"got {list(self.unet['block_out_channels'])}")
         levels = [self.resolution >> i for i in range(len(self.unet["block_out_channels"]))]
         bad = [r for r in self.attention_resolutions if r not in levels]
         if bad:
@@ -247,6 +254,9 @@ def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, *, overwrite: bool
                 # from the previous state, and the log line and EMA weights are rewritten the same.
                 _write_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
                                       "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
+                from ..figures import plot_training_log
+                plot_training_log(log_file, out / "training_curves.png",
+                                  f"train-ddpm: {Path(cfg.data).name}, batch {cfg.batch_size}")
                 ema.copy_to(ema_unet.parameters())
                 save_checkpoint(out / "ema", ema_unet, scheduler.config,
                                 {"training": {"step": step, "config_hash": cfg.hash(), "seed": cfg.seed}})

@@ -3,6 +3,8 @@
 `export_for_annotation` writes K samples in the labelled-folder layout (`<stem>.png`, seeds in
 `samples.json`); annotators add `<stem>.npy` or `<stem>_mask.png`. On the embedded domain the
 oracle segmenter plays the annotator (`oracle=`), so the paper's protocol runs end to end here.
+A latent-based generator (StyleGAN2, DatasetGAN mode) also gets `latents.safetensors` (each sample's
+z and w): its features are taken from those latents, since its images cannot be featurised.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import numpy as np
 import torch
 
 from ..data.images import write_image
-from ..io import atomic_path, write_json
-from .config import sample_seed
-
-ANNOTATION_SEED_OFFSET = 7_777  # annotation samples use their own run seed: never the same images as the run
+from ..errors import InputError
+from ..generators.stylegan2 import NO_LATENT
+from ..io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from ..seeds import stream_seed
+LATENTS_FILE = "latents.safetensors"  # latent-based generators: z and w of every exported sample
 
 
 def export_for_annotation(generator, k: int, out_dir: str | Path, *, seed: int = 0, sampler: str = "ddim",
                           num_steps: int = 50, batch_size: int = 50, oracle=None) -> list[Path]:
     out = Path(out_dir)
-    seeds = [sample_seed(seed + ANNOTATION_SEED_OFFSET, i) for i in range(k)]
+    seeds = [stream_seed(seed, "annotation", i) for i in range(k)]  # never the images of any run
     images = torch.cat([generator.sample(seeds[i:i + batch_size], sampler=sampler, num_steps=num_steps)
                         for i in range(0, k, batch_size)])
     masks = None
@@ -38,6 +41,67 @@ def export_for_annotation(generator, k: int, out_dir: str | Path, *, seed: int =
                 with open(tmp, "wb") as f:
                     np.save(f, masks[i])
         paths.append(path)
+    if getattr(generator, "latent_based", False):
+        save_tensors(out / LATENTS_FILE, {"z": generator.z(seeds), "w": generator.latents(seeds).cpu()})
     write_json(out / "samples.json", {"model": generator.source, "sampler": sampler, "sampling_steps": num_steps,
-                                      "seeds": seeds, "annotated_by": "oracle" if oracle is not None else None})
+                                      "seeds": seeds, "files": [p.name for p in paths],
+                                      "annotated_by": "oracle" if oracle is not None else None})
     return paths
+
+
+def attach_latents(generator, folder: str | Path, images: np.ndarray, paths: list[Path]) -> None:
+    """Tell a latent-based generator the latents of a folder's images (an annotation export), so that
+    their features can be computed; a no-op for diffusion. Refused in one line when the folder has no
+    latents (real images: that would need GAN inversion), was exported from another model, or an image
+    is not what its latent generates (edited, or renamed)."""
+    if not getattr(generator, "latent_based", False):
+        return
+    folder = Path(folder)
+    if not (folder / LATENTS_FILE).is_file() or not (folder / "samples.json").is_file():
+        raise InputError(paths[0], f"{NO_LATENT} (no {LATENTS_FILE} beside it)")
+    meta = read_json(folder / "samples.json")
+    if meta.get("model") != generator.source:
+        raise InputError(folder / "samples.json", f"samples of {meta.get('model')}, not of --model {generator.source}")
+    row = {name: i for i, name in enumerate(meta.get("files") or [])}
+    ws = load_tensors(folder / LATENTS_FILE)["w"]
+    picked = []
+    for p in paths:
+        if p.name not in row or row[p.name] >= len(ws):
+            raise InputError(p, f"{NO_LATENT} (not listed in {folder / 'samples.json'})")
+        picked.append(row[p.name])
+    ws = ws[picked]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    for i in range(0, len(ws), 50):
+        made = generator.synthesize(ws[i:i + 50]).cpu()
+        off = (made.int() - x[i:i + 50].int()).abs().flatten(1).amax(1)
+        if (off > 2).any():  # > kernel rounding across devices
+            j = i + int((off > 2).nonzero()[0])
+            raise InputError(paths[j], "is not the image its latent generates (edited, renamed or from another "
+                                       "model); export the samples again")
+    generator.remember_latents(x, ws)
+
+
+def annotate_folder(out_dir: str | Path, k: int, *, model: str = "embedded", seed: int = 0, sampler: str = "ddim",
+                    sampling_steps: int = 50, batch_size: int = 50, oracle_annotate: bool = False,
+                    device: str = "cpu", k_option: str = "--k") -> list[Path]:
+    """`datasetddpm annotate`: K samples for annotators, every input checked before anything is written."""
+    from ..errors import OptionError
+    from ..generators.loading import load_generator
+    from ..io import check_output_dir
+    if k < 1:
+        raise OptionError(k_option, f"must be >= 1 samples, got {k}")
+    if batch_size < 1:
+        raise OptionError("--batch-size", f"must be >= 1, got {batch_size}")
+    generator = load_generator(model, device)
+    generator.make_sampler(sampler, sampling_steps)
+    oracle = None
+    if oracle_annotate:
+        from ..paths import EMBEDDED_ORACLE_DIR
+        from ..segmenters.model import load_segmenter
+        oracle = load_segmenter(EMBEDDED_ORACLE_DIR).to(device)
+        reason = oracle.check_size(generator.resolution, generator.resolution)
+        if reason:
+            raise OptionError("--oracle-annotate", f"the embedded oracle cannot annotate this model's images: {reason}")
+    check_output_dir(out_dir, 2 * k * 3 * generator.resolution ** 2, what="the samples")
+    return export_for_annotation(generator, k, out_dir, seed=seed, sampler=sampler, num_steps=sampling_steps,
+                                 batch_size=batch_size, oracle=oracle)

@@ -7,10 +7,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import DatasetDDPMError, OptionError
 from ..io import read_json, write_json
+from ..seeds import sample_seed, stream_seed  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,6 @@ class SampleConfig:
 
     def shard_range(self, k: int) -> range:
         return range(k * self.shard_size, min((k + 1) * self.shard_size, self.n))
-
-
-def sample_seed(run_seed: int, index: int) -> int:
-    """Seed of global sample `index`: independent of worker count, batch position and restarts."""
-    return int(np.random.SeedSequence([run_seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def claim_manifest(path: Path, kind: str, config: dict, config_hash: str, *, overwrite: bool) -> bool:

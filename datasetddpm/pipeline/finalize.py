@@ -2,7 +2,8 @@
 
 The drop of the most uncertain fraction is a decision over all N scores, so it runs once at the
 end; it writes `index.jsonl` (one line per sample: id, seed, files, checksums, uncertainty, kept)
-and `dataset_card.json`, and never rewrites shard files.
+and `dataset_card.json`, and never rewrites shard files. Beside them it draws `preview.png` (kept pairs
+at both ends of the ranking, dropped ones) and `uncertainty.png` (the scores and the drop threshold).
 """
 
 from __future__ import annotations
@@ -100,4 +101,7 @@ def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: 
                     r = {k: v for k, v in r.items() if k != "class_pixels"}
                     f.write(json.dumps({**r, "kept": r["id"] in keep}) + "\n")
         write_json(run / "dataset_card.json", card)
+        from ..figures import write_finalize_figures
+        write_finalize_figures(run, rows, keep, class_names=ens.class_names, num_classes=ens.num_classes,
+                               drop_fraction=drop_fraction)
     return card

@@ -48,6 +48,12 @@ class _Labeller:
     def __call__(self, images: np.ndarray):
         return segment(self.source, self.ensemble, images, progress=False)
 
+    def remember(self, images: np.ndarray, seeds: list[int]) -> None:
+        """A latent-based generator (StyleGAN2) computes features from the seeds that made the images."""
+        remember = getattr(self.source.generator, "remember_seeds", None)
+        if remember is not None:
+            remember(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), seeds)
+
 
 def _committed_samples(store: ShardStore, cfg: SampleConfig, labels: bool) -> int:
     return sum(len(cfg.shard_range(k)) for k in range(cfg.num_shards) if store.committed(k, labels))
@@ -92,6 +98,8 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                 store.write_samples(k, ids, [sample_seed(cfg.seed, i) for i in ids], images, cfg.hash())
             else:
                 ids, images = store.read_images(k)
+                if labeller is not None:
+                    labeller.remember(images, [r["seed"] for r in store.read_sidecar(k)["samples"]])
             if need_labels:
                 seg = labeller(images)
                 store.write_labels(k, ids, seg.labels, seg.image_uncertainty, labeller.num_classes, labels_hash)

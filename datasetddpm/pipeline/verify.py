@@ -16,15 +16,15 @@ both diagnosed and restored exactly:
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import DatasetDDPMError
-from ..io import LOCK_NAME, read_json
+from ..data.generated import INDEX_KEYS
+from ..errors import DatasetDDPMError, InputError
+from ..io import LOCK_NAME, read_json, read_jsonl
 from .config import SampleConfig
 from .shards import ShardStore, sample_name, sha256, shard_name
 
@@ -152,7 +152,11 @@ class _Checker:
         index = self.run / "index.jsonl"
         if not index.exists():
             return
-        rows = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+        try:
+            rows = read_jsonl(index, INDEX_KEYS)
+        except InputError as e:
+            self.add(index, e.problem)
+            return
         recorded = {}
         for k in range(self.cfg.num_shards):
             if self.store.committed(k) and self.store.committed(k, labels=True):
@@ -195,7 +199,7 @@ def cheap_check(run_dir: str | Path, *, index: bool = False) -> None:
         if labelled and checker.labels and checker.store.read_sidecar(k, True).get("labels_hash") != checker.labels["hash"]:
             refuse(f"shard {shard_name(k)} was labelled by another ensemble than the labels manifest's")
     if index:
-        rows = [json.loads(line) for line in (run / "index.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_jsonl(run / "index.jsonl", INDEX_KEYS)
         missing = [r[key] for r in rows if r["kept"] for key in ("image", "mask") if not (run / r[key]).is_file()]
         if missing:
             refuse(f"{len(missing)} file(s) of the index are missing (first: {missing[0]})")

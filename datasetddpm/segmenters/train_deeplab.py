@@ -33,7 +33,7 @@ from ..io import (atomic_path, json_tensor, load_optimizer_tensors, load_tensors
                   save_tensors, tensor_json, write_json)
 from ..progress import progress_bar
 from .metrics import confusion_matrix, mean_iou
-from .model import Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
+from .model import ARCHITECTURES, Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
 
 FAULT_ENV = "DATASETDDPM_DEEPLAB_FAULT_AFTER_STEPS"  # tests: SIGKILL rank 0 after N steps of this process
 _steps_this_process = [0]
@@ -50,6 +50,8 @@ class DeepLabTrainConfig:
     augment: bool = True
     seed: int = 0
     loader_workers: int = 0  # DataLoader worker processes per rank (augmentation runs there)
+    real: str = ""  # real labelled images mixed into every epoch (`--real`), "" = synthetic pairs only
+    real_fraction: float = 0.1  # with `real`: the real images' share of each epoch's samples
 
     def validate(self, world: int = 1) -> None:
         if self.epochs < 1:
@@ -63,6 +65,14 @@ class DeepLabTrainConfig:
             raise OptionError("--input-scale", f"must be >= 1, got {self.input_scale}")
         if self.loader_workers < 0:
             raise OptionError("--loader-workers", f"must be >= 0, got {self.loader_workers}")
+        if self.real and not 0 < self.real_fraction < 1:
+            raise OptionError("--real-fraction", f"must be in (0, 1), got {self.real_fraction}")
+        if self.arch not in ARCHITECTURES:
+            raise OptionError("--arch", f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHITECTURES)}")
+        import segmentation_models_pytorch as smp
+        if self.encoder not in smp.encoders.get_encoder_names():
+            raise OptionError("--encoder", f"unknown encoder {self.encoder!r}; smp names such as resnet18, resnet50, "
+                                           "resnet101, efficientnet-b0")
 
     def hash(self, data_key: str, world: int = 1, amp: bool = False) -> str:
         """Resume key. World size and AMP are in it: both change the arithmetic (global batch, precision),
@@ -70,6 +80,8 @@ class DeepLabTrainConfig:
         d = {**asdict(self), "data": data_key, "world": world, "amp": amp}
         d.pop("epochs")  # raising --epochs and rerunning extends a run: a resume, not a new config
         d.pop("loader_workers")  # the batches do not depend on it
+        if not d["real"]:  # synthetic-only runs keep the key they had before --real existed
+            d.pop("real"), d.pop("real_fraction")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -223,17 +235,11 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
     device = torch.device(device)
     out = Path(out_dir)
     run_hash = cfg.hash(data_key, world, amp)
-    state_file, log_file = out / "train_state.safetensors", out / "train_log.jsonl"
+    state_file = out / "train_state.safetensors"
     check_resume(out, run_hash)
     seg_cfg = SegmenterConfig(num_classes=num_classes, arch=cfg.arch, encoder=cfg.encoder, input_scale=cfg.input_scale,
                               class_names=tuple(class_names), ignore_label=ignore_label)
-    first_image = pairs[0][0]
-    reason = create_segmenter(seg_cfg).check_size(*first_image.shape[:2])
-    if reason:
-        raise DatasetDDPMError(reason)
-    if len(pairs) < cfg.batch_size * world:
-        raise OptionError("--batch-size", f"{len(pairs)} pairs cannot fill one batch of {cfg.batch_size} on each of "
-                                          f"{world} worker(s)")
+    _check_pairs(pairs, cfg, seg_cfg, world)
     if rank == 0:
         write_json(out / "train_config.json", {"hash": run_hash, "config": asdict(cfg), "data": data_key,
                                                "world": world, "amp": amp,
@@ -256,16 +262,33 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
                                      on_step)
             if rank == 0:
                 miou = validate(run.model, val_images, val_masks, device, num_classes, ignore_label)
-                if miou > run.best["miou"]:
-                    run.best = {"miou": miou, "epoch": epoch}
-                    save_segmenter(out / "best", run.model,
-                                   {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})
-                _append_log(log_file, {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
-                                       "seconds": round(time.time() - t0, 1)})
-                save_state(state_file, run, epoch + 1)
+                _end_epoch(run, out, cfg, epoch, miou, losses, time.time() - t0)
             if distributed:
                 dist.barrier()
     return {"best_epoch": run.best["epoch"], "best_val_miou": run.best["miou"], "epochs": cfg.epochs}
+
+
+def _check_pairs(pairs, cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, world: int) -> None:
+    reason = create_segmenter(seg_cfg).check_size(*pairs[0][0].shape[:2])
+    if reason:
+        raise DatasetDDPMError(reason)
+    if len(pairs) < cfg.batch_size * world:
+        raise OptionError("--batch-size", f"{len(pairs)} pairs cannot fill one batch of {cfg.batch_size} on each of "
+                                          f"{world} worker(s)")
+
+
+def _end_epoch(run: _Run, out: Path, cfg: DeepLabTrainConfig, epoch: int, miou: float, losses: list[float],
+               seconds: float) -> None:
+    """Rank 0 after an epoch: the best model, the log line, the curves, then the state (the commit point:
+    a kill before it redoes the epoch and rewrites the same files)."""
+    from ..figures import plot_training_log
+    if miou > run.best["miou"]:
+        run.best = {"miou": miou, "epoch": epoch}
+        save_segmenter(out / "best", run.model, {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})
+    _append_log(out / "train_log.jsonl", {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
+                                         "seconds": round(seconds, 1)})
+    plot_training_log(out / "train_log.jsonl", out / "training_curves.png", f"train-deeplab: {cfg.arch} {cfg.encoder}")
+    save_state(out / "train_state.safetensors", run, epoch + 1)
 
 
 def check_resume(out: Path, run_hash: str) -> None:

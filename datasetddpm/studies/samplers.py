@@ -113,9 +113,8 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
     from ..devices import resolve_device
     from ..ensemble.model import load_ensemble
     from ..generators.loading import load_generator
+    from ..environment import provenance
     from ..presets import EMBEDDED_ORACLE_DIR
-    from ..segmenters.train_deeplab import DeepLabTrainConfig
-    from ..workflows import train_deeplab_run
     if not cfg.settings:
         raise OptionError("--settings", "need at least one sampler setting")
     out = Path(out_dir)
@@ -128,30 +127,9 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
     oracle = load_segmenter(EMBEDDED_ORACLE_DIR).to(dev)
     write_json(out / "study_config.json", {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble),
                                            "data": str(data)})
-    rows = {}
-    for s in cfg.settings:
-        d = out / s.name
-        measured = d / "measured.json"
-        if measured.is_file():
-            rows[s.name] = read_json(measured)
-            continue
-        t0 = time.perf_counter()
-        sample_run(d / "run", cfg.sample_config(s), workers=workers, device=str(dev), threads=threads,
-                   progress=progress)
-        label_run(d / "run", ensemble, workers=workers, device=str(dev), threads=threads, progress=progress)
-        card = finalize_run(d / "run")
-        label_cms, label_stats = _label_quality(d / "run", oracle, K)
-        np.save(d / "label_confusions.npy", label_cms)
-        deeplab_cfg = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=cfg.seed)
-        train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, device=str(dev), threads=threads,
-                          progress=progress)
-        test_cms = _deeplab_confusions(d / "deeplab", test, K, ignore)
-        np.save(d / "test_confusions.npy", test_cms)
-        rows[s.name] = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),
-                        "pairs": card["counts"]["kept"], **label_stats,
-                        "deeplab_miou": miou_of(test_cms, ignore),
-                        "stage_seconds": round(time.perf_counter() - t0, 1)}
-        write_json(measured, rows[s.name])
+    rows = {s.name: _measure_setting(out / s.name, s, cfg, ensemble, data, generator, oracle, test, K, ignore,
+                                     workers=workers, threads=threads, device=str(dev), progress=progress)
+            for s in cfg.settings}
 
     timing_file = out / "timing.json"
     if timing_file.is_file():
@@ -162,6 +140,40 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
                   "samples": cfg.timing_samples, "threads": torch.get_num_threads()}
         write_json(timing_file, timing)
 
+    report = {"baseline": cfg.settings[0].name, "test_images": len(test), "samples": cfg.n,
+              "rows": _compare_to_baseline(out, cfg, rows, timing, ignore), **provenance()}
+    write_json(out / "study.json", report)
+    (out / "study.md").write_text(study_markdown(report))
+    return report
+
+
+def _measure_setting(d: Path, s, cfg: SamplerStudyConfig, ensemble, data, generator, oracle, test, K: int,
+                     ignore: int, *, workers: int, threads, device: str, progress: bool) -> dict:
+    """One sampler setting through the pipeline: sample, label, filter, DeepLab; resumable per setting."""
+    from ..segmenters.train_deeplab import DeepLabTrainConfig
+    from ..workflows import train_deeplab_run
+    measured = d / "measured.json"
+    if measured.is_file():
+        return read_json(measured)
+    t0 = time.perf_counter()
+    sample_run(d / "run", cfg.sample_config(s), workers=workers, device=device, threads=threads, progress=progress)
+    label_run(d / "run", ensemble, workers=workers, device=device, threads=threads, progress=progress)
+    card = finalize_run(d / "run")
+    label_cms, label_stats = _label_quality(d / "run", oracle, K)
+    np.save(d / "label_confusions.npy", label_cms)
+    deeplab_cfg = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=cfg.seed)
+    train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, device=device, threads=threads, progress=progress)
+    test_cms = _deeplab_confusions(d / "deeplab", test, K, ignore)
+    np.save(d / "test_confusions.npy", test_cms)
+    row = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),
+           "pairs": card["counts"]["kept"], **label_stats, "deeplab_miou": miou_of(test_cms, ignore),
+           "stage_seconds": round(time.perf_counter() - t0, 1)}
+    write_json(measured, row)
+    return row
+
+
+def _compare_to_baseline(out: Path, cfg: SamplerStudyConfig, rows: dict, timing: dict, ignore: int) -> dict:
+    """Time per sample, evaluation ratio and paired-bootstrap differences against the first setting."""
     base = cfg.settings[0].name
     base_label = np.load(out / base / "label_confusions.npy")
     base_test = np.load(out / base / "test_confusions.npy")
@@ -174,10 +186,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
                                                            resamples=cfg.bootstrap)
             r["deeplab_miou_vs_baseline"] = paired_bootstrap(base_test, np.load(out / s.name / "test_confusions.npy"),
                                                              ignore_label=ignore, resamples=cfg.bootstrap)
-    report = {"baseline": base, "test_images": len(test), "samples": cfg.n, "rows": rows}
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(study_markdown(report))
-    return report
+    return rows
 
 
 def _diff(d: dict | None) -> str:

@@ -1,0 +1,48 @@
+"""`datasetddpm show-config DIR` (the arguments the commands that wrote DIR ran with) and
+`datasetddpm report` (result JSON as markdown tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import command
+from .config_file import resolved_args_in
+
+
+@command("show-config")
+def show_config_command(
+    directory: Annotated[Path, typer.Argument(help="An output folder (a run, an ensemble, a DeepLab folder, ...).")],
+) -> None:
+    """Print the resolved arguments (`<command>.args.yaml`) of every command that wrote DIR; each file
+    can be passed back as `--config` to repeat the command."""
+    for path in resolved_args_in(directory):
+        typer.echo(f"# {path}")
+        typer.echo(path.read_text().rstrip())
+
+
+@command("report")
+def report_command(
+    result: Annotated[Optional[Path], typer.Argument(help="A result JSON (demo.json, study.json, sample_report.json).")] = None,
+    view: Annotated[Optional[str], typer.Option(help="Which table: demo-compare, demo-stages, demo-direct, "
+                                                "samples-vs-real, samplers.")] = None,
+    readme: Annotated[Optional[Path], typer.Option(help="Re-render every `<!-- result FILE VIEW -->` block of this "
+                                                  "markdown file from its JSON, in place.")] = None,
+) -> None:
+    """Render result JSON as markdown tables: one table, or every result block of a document."""
+    from ..errors import OptionError
+    from ..io import atomic_path
+    from ..results import render, render_blocks
+    if readme is not None:
+        text = readme.read_text()
+        rendered = render_blocks(text, readme.parent)
+        if rendered != text:
+            with atomic_path(readme) as tmp:
+                tmp.write_text(rendered)
+        typer.echo(f"{readme}: {'updated' if rendered != text else 'up to date'}")
+        return
+    if result is None or view is None:
+        raise OptionError("RESULT/--view", "give a result JSON and --view, or --readme FILE")
+    typer.echo(render(result, view))

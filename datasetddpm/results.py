@@ -1,0 +1,112 @@
+"""Result tables rendered from result JSON, so a document cannot disagree with its data.
+
+A markdown file holds blocks
+
+    <!-- result docs/demo/demo.json demo-compare -->
+    ...the table...
+    <!-- /result -->
+
+and `datasetddpm report --readme README.md` re-renders each from its JSON with the named view;
+`tests/test_results.py` fails when the README's blocks differ from what their files render.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, OptionError
+from .io import read_json
+
+BLOCK = re.compile(r"(<!-- result (\S+) (\S+) -->\n)(.*?)(<!-- /result -->)", re.S)
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}"
+
+
+def _iou_table(methods: dict, first: str = "method", extra: tuple[str, ...] = ("s / image",)) -> str:
+    names = list(next(iter(methods.values()))["iou"])
+    lines = [f"| {first} | mIoU | " + " | ".join([*extra, *names]) + " |",
+             "|---|---:|" + "---:|" * (len(extra) + len(names))]
+    for m, r in methods.items():
+        cells = [f"{r['seconds_per_image']:.4f}"] if extra else []
+        lines.append(f"| {m} | {_pct(r['miou'])} | " + " | ".join(cells + [_pct(r["iou"][c]) for c in names]) + " |")
+    return "\n".join(lines)
+
+
+def demo_compare(d: dict) -> str:
+    """DeepLab-from-synthetic vs direct mode of one demo run."""
+    methods = dict(d["datasetddpm"]["compare"])
+    pairs = d["datasetddpm"]["pairs"]["kept"]
+    methods = {(f"DeepLabV3 (synthetic, {pairs} pairs)" if "DeepLab" in k else k): v for k, v in methods.items()}
+    return _iou_table(methods)
+
+
+def demo_stages(d: dict) -> str:
+    lines = ["| stage | s |", "|---|---:|"]
+    lines += [f"| {stage} | {s:.1f} |" for stage, s in d["timings_seconds"].items()]
+    return "\n".join(lines)
+
+
+def demo_direct(d: dict) -> str:
+    """Direct mode vs the colour baseline over seeds: mean ± std, per-class means."""
+    direct = d["direct"]
+    names = list(next(iter(direct.values()))["runs"][0]["iou"])
+    lines = ["| method | mIoU (mean ± std) | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for method, r in direct.items():
+        per_class = [np.mean([run["iou"][n] for run in r["runs"]]) for n in names]
+        lines.append(f"| {method} | {_pct(r['miou_mean'])} ± {_pct(r['miou_std'])} | "
+                     + " | ".join(_pct(v, 0) for v in per_class) + " |")
+    seeds = ", ".join(f"{m}: " + ", ".join(_pct(run["miou"]) for run in r["runs"]) for m, r in direct.items())
+    return "\n".join(lines) + f"\n\nPer seed ({len(d['seeds'])} seeds) — {seeds}."
+
+
+def samples_vs_real(d: dict) -> str:
+    """The oracle on real images vs on a model's samples (`check-samples`)."""
+    small = ("head", "eye", "beak")
+
+    def fractions(freq):
+        return " / ".join(f"{100 * freq[c]:.1f} %" for c in small)
+    true = d["true_class_frequency"]
+    lines = ["| oracle on … | flip-consistency mIoU | mean confidence | " + " / ".join(small) + " pixels |",
+             "|---|---:|---:|---:|",
+             f"| {d['num_samples']} real procedural images | {_pct(d['real']['flip_consistency_miou'])} | "
+             f"{d['real']['mean_confidence']:.3f} | {fractions(d['real']['class_frequency'])} (true: "
+             + " / ".join(f"{100 * true[c]:.1f}" for c in small) + ") |",
+             f"| {d['num_samples']} samples of `{d['model']}` ({d['sampler']}-{d['sampling_steps']}) | "
+             f"{_pct(d['samples']['flip_consistency_miou'])} | {d['samples']['mean_confidence']:.3f} | "
+             f"{fractions(d['samples']['class_frequency'])} |"]
+    return "\n".join(lines)
+
+
+def samplers(d: dict) -> str:
+    from .studies.samplers import study_markdown
+    return study_markdown(d).rstrip("\n")
+
+
+VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
+         "samples-vs-real": samples_vs_real, "samplers": samplers}
+
+
+def render(path: str | Path, view: str) -> str:
+    if view not in VIEWS:
+        raise OptionError("--view", f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
+    data = read_json(path)
+    try:
+        return VIEWS[view](data)
+    except (KeyError, TypeError, StopIteration) as e:
+        raise InputError(path, f"is not a result the {view!r} view can render (missing {e})") from None
+
+
+def render_blocks(text: str, root: Path) -> str:
+    """`text` with every result block re-rendered from its JSON (paths relative to `root`)."""
+    def replace(m: re.Match) -> str:
+        return m.group(1) + render(root / m.group(2), m.group(3)) + "\n" + m.group(5)
+    return BLOCK.sub(replace, text)
+
+
+def result_files(text: str) -> list[str]:
+    return [m.group(2) for m in BLOCK.finditer(text)]

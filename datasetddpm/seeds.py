@@ -1,0 +1,23 @@
+"""Every random stream the toolkit draws, from one scheme: numpy `SeedSequence` over (run seed, index[, stream]).
+
+Sample i of a run is (run seed, i), whatever the number of workers, GPUs or nodes; other streams add a
+non-zero stream id last, so they never repeat a run's samples or each other's (an offset added to the
+seed would: seed 0 + 7777 is seed 7777). The id comes last and is never 0 because SeedSequence drops
+trailing zero words: [s, 1, 0] would be sample 1's [s, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STREAMS = {"annotation": 1, "check-samples": 2}
+
+
+def sample_seed(run_seed: int, index: int) -> int:
+    """Seed of global sample `index` of a run: independent of worker count, batch position and restarts."""
+    return int(np.random.SeedSequence([run_seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def stream_seed(run_seed: int, stream: str, index: int) -> int:
+    """Seed of item `index` of a named stream (`STREAMS`)."""
+    return int(np.random.SeedSequence([run_seed, index, STREAMS[stream]]).generate_state(1, np.uint64)[0] >> 1)
