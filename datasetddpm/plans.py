@@ -232,3 +232,41 @@ def plan_label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 
     world, _, device = resolve_world(workers, gpus, device)
     check_labeller(ensemble, load_generator(cfg.model))
     return plan_label(run, cfg, ensemble, world=world, device=resolve_device(device))
+
+
+def plan_train_ensemble(source, labelled, num_classes: int, ignore_label: int, train, *,
+                        device: str | torch.device = "cpu") -> Plan:
+    """Features of one image and a few ensemble steps on random features of the right width, timed."""
+    from .ensemble.model import EnsembleConfig, PixelEnsemble
+    n = len(labelled)
+    one = torch.from_numpy(labelled.images[:1]).permute(0, 3, 1, 2)
+    source.maps(one)  # warm-up
+    feature_secs, maps = _timed(source.maps, one)
+    dim = sum(m.shape[1] for m in maps)
+    pixels = int((labelled.masks != ignore_label).sum())
+    cfg = EnsembleConfig(in_dim=dim, num_classes=num_classes, members=train.members)
+    ensemble = PixelEnsemble(cfg, seed=train.seed).to(device).train()
+    opt = torch.optim.Adam(ensemble.parameters(), lr=train.lr)
+    x = torch.randn(train.members, train.batch_size, dim, device=device)
+    y = torch.randint(0, num_classes, (train.members * train.batch_size,), device=device)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(ensemble(x).reshape(len(y), -1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    step()
+    step_secs, _ = _timed(lambda: [step() for _ in range(5)])
+    per_epoch = pixels // train.batch_size
+    epoch_secs = step_secs / 5 * per_epoch
+    low, high = train.min_epochs + 1, train.max_epochs
+    plan = Plan("train-ensemble")
+    plan.add("labelled images", f"{n} ({pixels:,} labelled pixels, {dim} features per pixel)")
+    plan.add("ensemble", f"{train.members} MLPs, {per_epoch:,} steps per epoch at batch {train.batch_size}; early "
+                         f"stopping ends it after {low} to {high} epochs")
+    plan.add("features", f"{format_duration(feature_secs * n)} for the {n} images")
+    plan.add("training", f"{format_duration(epoch_secs)} per epoch: {format_duration(epoch_secs * low)} to "
+                         f"{format_duration(epoch_secs * high)}")
+    plan.seconds = feature_secs * n + epoch_secs * low
+    plan.timed = f"features of 1 image and 5 ensemble steps on {device}; the least training early stopping allows"
+    return plan

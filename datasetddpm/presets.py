@@ -13,7 +13,7 @@ from .paths import ASSETS, EMBEDDED_MODEL_DIR, EMBEDDED_ORACLE_DIR  # noqa: F401
 
 # The embedded UNet: 1.06M parameters, 32 px, three levels (32/64/64 channels), one resnet per
 # level, no attention. Sized so that training fits a background CPU run and DDIM-50 sampling of
-# several hundred images fits the demo on a slow 2-core day (DESIGN.md section 4).
+# several hundred images fits the demo on a slow 2-core day.
 EMBEDDED_UNET = dict(
     sample_size=32,
     in_channels=3,

@@ -79,7 +79,9 @@ def samples_vs_real(d: dict) -> str:
              f"| {d['num_samples']} samples of `{d['model']}` ({d['sampler']}-{d['sampling_steps']}) | "
              f"{_pct(d['samples']['flip_consistency_miou'])} | {d['samples']['mean_confidence']:.3f} | "
              f"{fractions(d['samples']['class_frequency'])} |"]
-    return "\n".join(lines)
+    provenance = f" (`{d['command']}`, {d['date']}, {d['machine']})" if d.get("command") else ""
+    return "\n".join(lines) + (f"\n\nThe oracle's mIoU on these {d['num_samples']} real images: "
+                               f"{_pct(d['oracle_miou_on_real'])}{provenance}.")
 
 
 def samplers(d: dict) -> str:

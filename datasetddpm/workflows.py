@@ -109,17 +109,33 @@ def _ensemble_bytes(source: FeatureSource, num_classes: int, members: int) -> in
     return 4 * members * (dim * h1 + h1 * h2 + h2 * num_classes + h1 + h2 + num_classes)
 
 
-def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
-                          limit: int | None = None, train: EnsembleTrainConfig | None = None,
-                          device: str | torch.device = "cpu", progress: bool = True) -> dict:
-    """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`."""
+def _ensemble_inputs(data, out, problem: Problem, colour: bool, limit, train: EnsembleTrainConfig, device):
+    """Every input of `train-ensemble` checked, before anything is written: (folder, labelled set, source)."""
     folder = resolve_split(data, "train")
     labelled = read_labelled(folder, problem.num_classes, problem.ignore_label, limit, resolution=problem.resolution)
     source = source_for(problem, colour=colour, device=device)
     _check_sizes(source, labelled.images, labelled.paths, problem.resolution)
     attach_latents(source.generator, folder, labelled.images, labelled.paths)  # StyleGAN2: annotated samples
-    train = train or EnsembleTrainConfig()
     check_output_dir(out, _ensemble_bytes(source, problem.num_classes, train.members), what="the ensemble")
+    return folder, labelled, source
+
+
+def plan_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
+                         limit: int | None = None, train: EnsembleTrainConfig | None = None,
+                         device: str | torch.device = "cpu"):
+    """`train-ensemble --dry-run`: the checks of `train_ensemble_folder`, then a plan from timed steps."""
+    from .plans import plan_train_ensemble
+    train = train or EnsembleTrainConfig()
+    _, labelled, source = _ensemble_inputs(data, out, problem, colour, limit, train, device)
+    return plan_train_ensemble(source, labelled, problem.num_classes, problem.ignore_label, train, device=device)
+
+
+def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
+                          limit: int | None = None, train: EnsembleTrainConfig | None = None,
+                          device: str | torch.device = "cpu", progress: bool = True) -> dict:
+    """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`."""
+    train = train or EnsembleTrainConfig()
+    folder, labelled, source = _ensemble_inputs(data, out, problem, colour, limit, train, device)
     t0 = time.time()
     ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
                                  ignore_label=problem.ignore_label, class_names=problem.class_names,

@@ -30,7 +30,7 @@ def test_quick_benchmark_correctness_checks_pass(quick_results, name):
 
 def test_fused_labels_equal_reference_labels(quick_results):
     check = quick_results["labelling_head"]["check"]
-    assert check["labels_equal"] + check["labels_differing"] == check["pixels"]
+    assert check["labels_differing"] <= check["pixels"] // 1000  # identical but for float near-ties
     assert check["all_differing_are_near_ties_lt_1e-3"] and check["js_max_abs_diff"] < 1e-3
 
 

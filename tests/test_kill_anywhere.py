@@ -1,7 +1,8 @@
 """Kill anywhere: SIGKILL a command at its N-th atomic write (the temporary file written, not yet renamed),
 rerun it, and the folder must end byte-identical to an uninterrupted run's, temporary files included.
 
-Timing fields ("seconds", ...) in logs are the one stated exception: they are set to 0 before comparing.
+Two stated exceptions: timing fields ("seconds", ...) in logs are set to 0 before comparing, and in a
+command's `<command>.args.yaml` the folder the case runs in (each case has its own) reads "<folder>".
 Slow (a few minutes): `make test-slow`.
 """
 
@@ -36,6 +37,8 @@ def _tree(root):
             out[key] = [_normalised(json.loads(line)) for line in p.read_text().splitlines()]
         elif p.suffix == ".json":
             out[key] = _normalised(json.loads(p.read_text()))
+        elif p.name.endswith(".args.yaml"):
+            out[key] = p.read_text().replace(str(root), "<folder>")
         else:
             out[key] = p.read_bytes()
     return out

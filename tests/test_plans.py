@@ -46,6 +46,10 @@ def test_trainer_dry_runs_write_nothing(tiny_model_dir, tiny_ensemble, tiny_data
             "--batch-size", 2, "--dry-run")
     assert r.exit_code == 0, r.output
     assert "steps per epoch x 3 epochs, batch 2 per worker x 1" in _rows(r.output)["training"]
+    r = run("train-ensemble", "--data", tiny_dataset, "--out", tmp_path / "ens", "--colour", "--members", 3, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert _rows(r.output)["labelled images"].startswith("4 (") and "27 features per pixel" in r.output
+    assert "3 MLPs" in _rows(r.output)["ensemble"]
     assert tree_state(tmp_path) == before
 
 

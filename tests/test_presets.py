@@ -27,7 +27,8 @@ def test_paper_preset_classes_and_settings(name):
     assert p.mlp_hidden == ((256, 128) if count >= 30 else (128, 32)) == hidden_sizes(p.num_classes)
     assert p.adm_flags == ("ffhq_256" if name in ("ffhq_34", "celeba_19") else "lsun_256")
     assert (p.deeplab.encoder, p.deeplab.input_scale, p.deeplab.epochs, p.deeplab.batch_size) == ("resnet101", 1, 20, 8)
-    assert len(p.palette) == p.num_classes and len(set(p.palette)) == p.num_classes
+    # Every class gets its own colour, none of them the ignore label's white.
+    assert len(set(p.palette)) == p.num_classes and (255, 255, 255) not in p.palette
 
 
 def test_ignore_labels_follow_the_reference_configs():

@@ -53,3 +53,55 @@ def test_study_rejects_a_malformed_setting(tiny_dataset, tmp_path):
     r = runner.invoke(app, ["study", "samplers", "--ensemble", str(tmp_path), "--data", str(tiny_dataset),
                             "--settings", "ddim50"])
     assert r.exit_code == 2 and "expected sampler:steps" in r.output
+
+
+def test_auroc_known_answers():
+    from datasetddpm.studies.stats import auroc
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75  # sklearn's documented example
+    assert auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0 and auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
+    assert auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5  # ties count half
+    assert np.isnan(auroc([1, 2], [1, 1]))
+
+
+def test_hierarchical_bootstrap_known_answers():
+    from datasetddpm.studies.stats import hierarchical_bootstrap
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 50, (3, 20, 4, 4))
+    same = hierarchical_bootstrap(a, a.copy(), resamples=200)
+    assert same["difference"] == 0.0 and not same["significant"]
+    perfect = np.zeros_like(a)
+    perfect[:, :, range(4), range(4)] = 10  # every pixel right: mIoU 1
+    better = hierarchical_bootstrap(a, perfect, resamples=200)
+    assert better["difference"] > 0 and better["significant"] and better["ci_low"] <= better["difference"] <= better["ci_high"]
+
+
+def test_filter_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
+    from conftest import run
+    r = run("study", "filter", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--out", tmp_path / "f",
+            "--model", tiny_model_dir, "--quick", "--quiet", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "f" / "study.json").read_text())
+    labels = report["labels"]
+    assert labels["samples"] == 8 and 0 <= labels["wrong_pixel_share"] <= 1
+    assert 0 <= labels["pixel_auroc_wrong_labels"] <= 1
+    assert list(report["deeplab"]) == ["0.00", "0.25"]
+    assert report["deeplab"]["0.00"]["pairs"] == 8 and report["deeplab"]["0.25"]["pairs"] == 6
+    assert len(report["deeplab"]["0.25"]["deeplab_miou_per_seed"]) == 2 and "vs_no_drop" in report["deeplab"]["0.25"]
+    assert report["command"] is not None and report["date"] and "| 25 % | 6 |" in (tmp_path / "f" / "study.md").read_text()
+
+
+def test_labelled_count_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
+    from conftest import one_line_error, run
+    from datasetddpm.studies.labelled_count import subset
+    r = run("study", "labelled-count", "--data", tiny_dataset, "--out", tmp_path / "c", "--model", tiny_model_dir,
+            "--quick", "--quiet", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "c" / "study.json").read_text())
+    assert list(report["rows"]) == ["2", "4"]
+    two = report["rows"]["2"]
+    assert [len(x["images"]) for x in two["runs"]] == [2, 2]
+    assert abs(two["miou_mean"] - np.mean([x["miou"] for x in two["runs"]])) < 1e-12
+    assert two["miou_std"] == np.std([x["miou"] for x in two["runs"]])
+    assert list(subset(3, 10, 0)) == list(subset(3, 10, 0)) and list(subset(3, 10, 0)) != list(subset(3, 10, 1))
+    one_line_error(run("study", "labelled-count", "--data", tiny_dataset, "--out", tmp_path / "x", "--model",
+                       tiny_model_dir, "--counts", "2,99"), "--counts: need counts in [1, 4]")

@@ -37,6 +37,7 @@ def train_ensemble_command(
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train the pixel MLP ensemble on a labelled folder; writes safetensors + JSON (no pickles).
@@ -59,6 +60,11 @@ def train_ensemble_command(
     if not colour:  # DatasetGAN mode: synthesis layers, no steps (the preset's steps are a diffusion model's)
         from ..generators.loading import stylegan2_problem
         problem = stylegan2_problem(problem, opt.parse_ints("--blocks", blocks), steps, noise_seed)
+    if dry_run:
+        from ..workflows import plan_ensemble_folder
+        typer.echo(plan_ensemble_folder(data, out, problem, colour=colour, limit=limit,
+                                        train=EnsembleTrainConfig(members=members, seed=seed), device=dev).text())
+        return
     log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
                                 train=EnsembleTrainConfig(members=members, seed=seed), device=dev,
                                 progress=not quiet)

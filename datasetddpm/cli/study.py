@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -38,4 +38,67 @@ def samplers_command(
                              model=model, n=n, seed=seed, deeplab_epochs=deeplab_epochs, input_scale=input_scale,
                              timing_samples=timing_samples)
     run_sampler_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+@command("filter", group=study_app)
+def filter_command(
+    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples.")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    out: opt.Out = Path("runs/study_filter"),
+    n: Annotated[int, typer.Option(help="Samples (one run, labelled once).")] = 1112,
+    drops: Annotated[str, typer.Option(help="Drop fractions to compare; the first is the baseline.")] = "0,0.1,0.2",
+    deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per drop fraction.")] = "0,1,2",
+    model: opt.Model = "embedded",
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run.")] = 6,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Is the 10 % drop worth it? JS uncertainty vs the oracle's masks (AUROC for wrong pixels and bad
+    images), and DeepLab mIoU at each drop fraction over training seeds, with intervals."""
+    from ..studies.filter import FilterStudyConfig, run_filter_study
+    opt.set_threads(threads)
+    if quick:
+        cfg = FilterStudyConfig.quick(model)
+    else:
+        cfg = FilterStudyConfig(model=model, n=n, seed=seed, deeplab_epochs=deeplab_epochs,
+                                drops=tuple(_floats("--drops", drops)),
+                                deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    run_filter_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+def _floats(option: str, text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise opt.option_error(option, f"expected comma-separated numbers, got {text!r}") from None
+
+
+@command("labelled-count", group=study_app)
+def labelled_count_command(
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: subsets of real/train, scored on real/test.")],
+    out: opt.Out = Path("runs/study_labelled_count"),
+    counts: Annotated[str, typer.Option(help="Numbers of labelled images to train on.")] = "5,10,20,40",
+    seeds: Annotated[str, typer.Option(help="Seeds (each draws its own subset and ensemble).")] = "0,1,2",
+    preset: opt.Preset = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="Model (default: the preset's).")] = None,
+    test_images: Annotated[int, typer.Option(help="Test images scored.")] = 200,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Direct-mode mIoU against the number of labelled images (paper Table 4), mean ± std over seeds."""
+    from ..devices import resolve_device
+    from ..studies.labelled_count import LabelledCountConfig, run_labelled_count_study
+    opt.set_threads(threads)
+    cfg = LabelledCountConfig.quick(model) if quick else LabelledCountConfig(
+        preset=preset, model=model, counts=opt.parse_ints("--counts", counts), seeds=opt.parse_ints("--seeds", seeds),
+        test_images=test_images)
+    run_labelled_count_study(out, data, cfg, device=resolve_device(device), progress=not quiet)
     typer.echo((out / "study.md").read_text())

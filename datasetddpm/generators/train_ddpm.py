@@ -23,10 +23,10 @@ from diffusers.training_utils import EMAModel
 
 from ..data.images import list_images, read_image
 from ..data.procedural import PROCEDURAL_POOL_SEED0, render
-from ..errors import DatasetDDPMError, InputError, OptionError
-from ..io import (atomic_path, check_output_dir, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json,
-                  remove_stale_temporaries, run_lock, save_tensors, write_json)
+from ..errors import InputError, OptionError
+from ..io import (atomic_path, load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors, write_json)
 from ..progress import progress_bar
+from ..rundir import training_dir
 from .diffusion import save_checkpoint
 
 
@@ -191,16 +191,7 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
     cfg.validate()
     device = torch.device(device)
     pool = _load_pool(cfg)  # a bad image folder is refused before anything is written
-    run_file = out / "train_config.json"
-    if run_file.exists() and not overwrite:
-        previous = read_json(run_file)
-        if previous.get("hash") != cfg.hash():
-            raise DatasetDDPMError(f"{out}: holds a run with a different config (hash {previous.get('hash')} != "
-                                   f"{cfg.hash()}); use --overwrite or another --out")
-    check_output_dir(out)
-    with run_lock(out):
-        remove_stale_temporaries(out)
-        remove_stale_temporaries(out / "ema")
+    with training_dir(out, cfg.hash(), overwrite=overwrite, subdirs=("ema",)):
         return _train(out, cfg, pool, overwrite=overwrite, progress=progress, device=device, log=log)
 
 

@@ -23,19 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DatasetDDPMError, OptionError
+from ..errors import OptionError
 from ..io import (
-    check_output_dir,
     load_optimizer_tensors,
     load_tensors,
     optimizer_tensors,
-    read_json,
-    remove_stale_temporaries,
-    run_lock,
     save_tensors,
     write_json,
 )
 from ..progress import progress_bar
+from ..rundir import training_dir
 from .stylegan2 import save_stylegan2
 from .stylegan2_net import StyleGAN2, StyleGAN2Config
 from .train_ddpm import _batch, _load_pool, _write_log
@@ -151,16 +148,7 @@ def train_stylegan2(out_dir: str | Path, cfg: StyleGAN2TrainConfig, *, overwrite
     out = Path(out_dir)
     cfg.validate()
     pool = _load_pool(cfg)  # a bad image folder is refused before anything is written
-    run_file = out / "train_config.json"
-    if run_file.exists() and not overwrite:
-        previous = read_json(run_file)
-        if previous.get("hash") != cfg.hash():
-            raise DatasetDDPMError(f"{out}: holds a run with a different config (hash {previous.get('hash')} != "
-                                   f"{cfg.hash()}); use --overwrite or another --out")
-    check_output_dir(out)
-    with run_lock(out):
-        remove_stale_temporaries(out)
-        remove_stale_temporaries(out / "ema")
+    with training_dir(out, cfg.hash(), overwrite=overwrite, subdirs=("ema",)):
         return _train(out, cfg, pool, overwrite=overwrite, progress=progress, device=torch.device(device), log=log)
 
 

@@ -39,3 +39,44 @@ def per_item_confusions(pred: np.ndarray, gt: np.ndarray, num_classes: int, igno
     """(N, H, W) predictions and ground truth -> (N, K, K) confusion matrices (rows = ground truth)."""
     from ..segmenters.metrics import confusion_matrix
     return np.stack([confusion_matrix(p, g, num_classes, ignore_label) for p, g in zip(pred, gt)])
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for finding `positives` (the Mann-Whitney U statistic, ties
+    counted half): the chance that a random positive scores above a random negative."""
+    scores, positives = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(positives, dtype=bool).ravel()
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")  # undefined: one of the two groups is empty
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # Average ranks over ties: each run of equal scores gets the mean of its positions (1-based).
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, *, ignore_label: int = 255, resamples: int = 2000,
+                           seed: int = 0, level: float = 0.95) -> dict:
+    """Mean mIoU over training seeds of b minus a's, with an interval that resamples the test images
+    (paired: the same images for both) and, independently, each side's training seeds; a, b: (S, N, K, K)."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"the two sides were scored on different test sets: {a.shape} vs {b.shape}")
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+
+    def mean_miou(x, seeds, idx):
+        return np.mean([miou_of(x[s][idx], ignore_label) for s in seeds])
+    everything = np.arange(n)
+    point = mean_miou(b, range(len(b)), everything) - mean_miou(a, range(len(a)), everything)
+    diffs = np.empty(resamples)
+    for r in range(resamples):
+        idx = rng.integers(0, n, n)
+        diffs[r] = (mean_miou(b, rng.integers(0, len(b), len(b)), idx)
+                    - mean_miou(a, rng.integers(0, len(a), len(a)), idx))
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return {"difference": float(point), "ci_low": float(lo), "ci_high": float(hi), "level": level,
+            "resamples": resamples, "items": n, "seeds": [len(a), len(b)], "significant": bool(lo > 0 or hi < 0)}
