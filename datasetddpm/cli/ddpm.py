@@ -14,10 +14,10 @@ from .app import command
 @command("train-ddpm")
 def train_ddpm_command(
     out: opt.Out,
-    data: Annotated[str, typer.Option(help="Image folder, or 'embedded' for the procedural domain.")] = "embedded",
+    data: opt.TrainData = "embedded",
     resolution: Annotated[int, typer.Option(help="Image side in pixels.")] = 32,
-    steps: Annotated[int, typer.Option(help="Optimisation steps (raise it and rerun to extend a run).")] = 4000,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    steps: opt.TrainSteps = 4000,
+    batch_size: opt.TrainBatch = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
     warmup: Annotated[int, typer.Option(help="Linear learning-rate warm-up steps.")] = 200,
     lr_schedule: Annotated[str, typer.Option(help="constant | cosine (decays to lr x --min-lr-ratio over "
@@ -27,8 +27,8 @@ def train_ddpm_command(
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the saved weights.")] = 0.999,
     channels: Annotated[Optional[str], typer.Option(help="UNet widths per level, e.g. '32,64,64' (default: the embedded UNet).")] = None,
     attention_res: Annotated[Optional[str], typer.Option(help="Feature-map sides with self-attention, e.g. '8'.")] = None,
-    pool_size: Annotated[int, typer.Option(help="Procedural images rendered for --data embedded.")] = 10000,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
+    pool_size: opt.PoolSize = 10000,
+    checkpoint_every: opt.CheckpointEvery = 250,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     overwrite: opt.Overwrite = False,
@@ -59,7 +59,7 @@ def train_oracle_command(
     out: opt.Out,
     steps: Annotated[int, typer.Option(help="Optimisation steps (rerun with more to extend; resumes).")] = 2000,
     pool: Annotated[int, typer.Option(help="Procedural training images.")] = 6000,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
+    batch_size: opt.TrainBatch = 16,
     lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay to 0 over --steps).")] = 1e-3,
     arch: Annotated[str, typer.Option(help="deeplabv3 | deeplabv3plus | unet")] = "deeplabv3plus",
     encoder: Annotated[str, typer.Option(help="smp encoder.")] = "resnet18",

@@ -120,3 +120,26 @@ def evaluate_command(
         table.add_row(name, f"{100 * iou:.1f}")
     table.add_row("[bold]mIoU", f"[bold]{100 * ev.miou:.1f}")
     Console().print(table)
+
+
+@command("suggest")
+def suggest_command(
+    images: Annotated[Path, typer.Option(help="Folder of unlabelled real images.")],
+    ensemble: EnsembleDir,
+    out: opt.Out,
+    k: Annotated[int, typer.Option("--k", help="Images to suggest for annotation.")] = 10,
+    diversity: Annotated[bool, typer.Option("--diversity/--no-diversity", help="Pick among the 3k most uncertain by "
+                                            "k-center on pooled features (default), or just the k most uncertain.")] = True,
+    model: ModelOverride = None,
+    device: opt.Device = "auto",
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Suggest which unlabelled images to annotate next: the ensemble's most uncertain, kept diverse;
+    copies them into --out with suggestions.json."""
+    from ..devices import resolve_device
+    from ..suggest import suggest
+    opt.set_threads(threads)
+    rows = suggest(images, ensemble, k, out, diversity=diversity, model=model, device=resolve_device(device),
+                   progress=not quiet)
+    typer.echo(f"suggested {len(rows)} images in {out}: " + ", ".join(r["file"] for r in rows))

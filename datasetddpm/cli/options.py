@@ -15,6 +15,12 @@ GeneratorKind = Annotated[Optional[str], typer.Option("--generator", help="diffu
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check the inputs, time a few steps on this device and print the plan (work, disk, time); write nothing.")]
+# Options every generator trainer takes (train-ddpm, train-stylegan2), each with its own default.
+TrainData = Annotated[str, typer.Option("--data", help="Image folder, or 'embedded' for the procedural domain.")]
+TrainSteps = Annotated[int, typer.Option("--steps", help="Optimisation steps (raise it and rerun to extend a run).")]
+TrainBatch = Annotated[int, typer.Option("--batch-size", help="Images per step.")]
+PoolSize = Annotated[int, typer.Option("--pool-size", help="Procedural images rendered for --data embedded.")]
+CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 Device = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]

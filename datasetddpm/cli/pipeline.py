@@ -44,12 +44,8 @@ def sample_command(
 ) -> None:
     """Sample images (reverse diffusion, or one StyleGAN2 pass) into sharded, resumable output (optionally
     labelling them)."""
-    from ..generators.loading import resolve_model
-    if generator is not None and model is None and ensemble is not None:
-        from ..ensemble.model import load_ensemble
-        model = resolve_model(model, generator, load_ensemble(ensemble).cfg.model or "embedded")
-    else:
-        model = resolve_model(model, generator)
+    from ..pipeline.generate import resolve_run_model
+    model = resolve_run_model(model, generator, ensemble)
     if for_annotation is not None:  # the older spelling of `datasetddpm annotate`
         if for_annotation < 1:
             raise opt.option_error("--for-annotation", f"must be >= 1 samples, got {for_annotation}")
@@ -135,11 +131,8 @@ def label_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Label the samples of a run with the ensemble's vote and score each image's JS uncertainty."""
-    from ..pipeline.generate import label_run
-    if generator is not None:  # the run's own model must be of that kind
-        from ..generators.loading import resolve_model
-        from ..io import read_json
-        resolve_model(None, generator, read_json(out / "manifest.json")["config"]["model"])
+    from ..pipeline.generate import check_run_generator, label_run
+    check_run_generator(out, generator)
     if dry_run:
         from ..plans import plan_label_run
         typer.echo(plan_label_run(out, ensemble, workers=workers, gpus=gpus, device=device).text())

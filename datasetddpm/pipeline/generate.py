@@ -141,6 +141,21 @@ def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> tup
     return replace(cfg, model=generator.source), generator.resolution
 
 
+def resolve_run_model(model: str | None, generator: str | None, ensemble: str | Path | None) -> str | None:
+    """`sample`'s --model given --generator: without --model, the ensemble's own model must be of that kind."""
+    from ..generators.loading import resolve_model
+    if generator is not None and model is None and ensemble is not None:
+        return resolve_model(model, generator, load_ensemble(ensemble).cfg.model or "embedded")
+    return resolve_model(model, generator)
+
+
+def check_run_generator(run_dir: str | Path, generator: str | None) -> None:
+    """`label --generator KIND`: the run's own model must be of that kind."""
+    if generator is not None:
+        from ..generators.loading import resolve_model
+        resolve_model(None, generator, read_json(Path(run_dir) / "manifest.json")["config"]["model"])
+
+
 def _claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
                   overwrite: bool) -> None:
     if claim_manifest(run / "labels_manifest.json", "labels", {"ensemble": str(Path(ensemble_dir).resolve())},
