@@ -72,12 +72,12 @@ def command(name: str, group: typer.Typer | None = None):
         def wrapper(*args, config: Optional[Path] = None, **kwargs):
             try:
                 result = fn(*args, **kwargs)
+                save_resolved_args(name, {**kwargs, "config": config})  # an OS error here is one line too
             except DatasetDDPMError as e:
                 if os.environ.get("DATASETDDPM_DEBUG"):
                     raise
                 typer.echo(f"Error: {e}", err=True)
                 raise typer.Exit(2) from None
-            save_resolved_args(name, {**kwargs, "config": config})
             return result
         signature = inspect.signature(fn, eval_str=True)
         extra = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile)
