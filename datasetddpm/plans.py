@@ -72,9 +72,11 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def _evaluations(generator, sampler: str, steps: int) -> int:
-    """Network evaluations per sample: one per reverse step for a diffusion model, one for a GAN."""
-    return steps if hasattr(generator, "num_train_timesteps") else 1
+def network_evaluations(generator, sampler: str, steps: int) -> int:
+    """Network evaluations per sample: the sampler's own timesteps for a diffusion model, one for a GAN
+    (whose `make_sampler` returns None)."""
+    made = generator.make_sampler(sampler, steps)
+    return 1 if made is None else len(made.timesteps)
 
 
 def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, world: int = 1,
@@ -84,7 +86,7 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
     from .pipeline.config import sample_seed
     generator = load_generator(cfg.model, device)
     todo = cfg.n - committed
-    evals = _evaluations(generator, cfg.sampler, cfg.sampling_steps)
+    evals = network_evaluations(generator, cfg.sampler, cfg.sampling_steps)
     probe = min(cfg.batch_size, 4)
     seeds = [sample_seed(cfg.seed, i) for i in range(probe)]
     timed_steps = min(2, cfg.sampling_steps)

@@ -74,7 +74,8 @@ class SamplerStudyConfig:
 
 
 def _unet_evaluations(generator, s: SamplerSetting) -> int:
-    return len(generator.make_sampler(s.sampler, s.steps).timesteps)
+    from ..plans import network_evaluations
+    return network_evaluations(generator, s.sampler, s.steps)
 
 
 def _label_quality(run: Path, oracle, num_classes: int) -> tuple[np.ndarray, dict]:
