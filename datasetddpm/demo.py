@@ -12,7 +12,7 @@ few generated samples annotated by the oracle (`labeller="generated"`). Every st
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,99 @@ from .data.folders import read_labelled, write_procedural_dataset
 from .direct import CachedSource, FeatureSource, evaluate_labels, fit_ensemble, segment
 from .ensemble.model import save_ensemble
 from .ensemble.train import EnsembleTrainConfig
+from .errors import OptionError
 from .generators.loading import load_generator
 from .io import write_json
 from .presets import EMBEDDED, EMBEDDED_ORACLE_DIR
+
+
+LABELLERS = ("real", "generated")
+
+
+@dataclass
+class DirectRun:
+    """One ensemble of direct mode (or the colour baseline) on the test set."""
+
+    seed: int
+    miou: float
+    iou: dict[str, float]
+
+
+@dataclass
+class DirectResult:
+    """A method of direct mode over every seed."""
+
+    runs: list[DirectRun]
+
+    @property
+    def miou_mean(self) -> float:
+        return float(np.mean([r.miou for r in self.runs]))
+
+    @property
+    def miou_std(self) -> float:
+        return float(np.std([r.miou for r in self.runs]))
+
+    def class_iou_mean(self) -> dict[str, float]:
+        """Per-class IoU averaged over the seeds."""
+        return {name: float(np.mean([r.iou[name] for r in self.runs])) for name in self.runs[0].iou}
+
+    def to_dict(self) -> dict:
+        return {"miou_mean": self.miou_mean, "miou_std": self.miou_std, "runs": [asdict(r) for r in self.runs]}
+
+
+@dataclass
+class DatasetDDPMResult:
+    """The DatasetDDPM pipeline of the demo: pair counts, DeepLab's best epoch and the comparison rows
+    (`compare.compare`'s "methods": name -> miou, iou, seconds_per_image)."""
+
+    labeller: str
+    pairs: dict[str, int]  # generated, kept, dropped
+    sampler: str
+    sampling_steps: int
+    deeplab: dict  # best_epoch, best_val_miou, input_scale
+    compare: dict[str, dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DemoReport:
+    """What `run_demo` measured; `to_dict()` is demo.json. Read by key (`report["direct"]`) it is that
+    dict, as callers of the former dict result read it."""
+
+    train_images: int
+    test_images: int
+    seeds: list[int]
+    model: str
+    features: dict
+    direct: dict[str, DirectResult]
+    datasetddpm: DatasetDDPMResult | None
+    timings_seconds: dict[str, float]  # per stage, rounded to 0.1 s
+    total_seconds: float  # the stages' sum before rounding, rounded
+
+    def to_dict(self) -> dict:
+        d = {"train_images": self.train_images, "test_images": self.test_images, "seeds": list(self.seeds),
+             "model": self.model, "features": self.features,
+             "direct": {name: r.to_dict() for name, r in self.direct.items()}}
+        if self.datasetddpm is not None:
+            d["datasetddpm"] = self.datasetddpm.to_dict()
+        return {**d, "timings_seconds": self.timings_seconds, "total_seconds": self.total_seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemoReport":
+        """A demo.json read back (keys it does not know, such as provenance, are left out)."""
+        direct = {name: DirectResult([DirectRun(**run) for run in r["runs"]]) for name, r in d["direct"].items()}
+        pipeline = DatasetDDPMResult(**d["datasetddpm"]) if "datasetddpm" in d else None
+        return cls(train_images=d["train_images"], test_images=d["test_images"], seeds=list(d["seeds"]),
+                   model=d["model"], features=d["features"], direct=direct, datasetddpm=pipeline,
+                   timings_seconds=d["timings_seconds"], total_seconds=d["total_seconds"])
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_dict()
 
 
 class _Timer:
@@ -48,7 +138,7 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
     methods = {"direct DDPM": FeatureSource(generator, preset.features), "colour RGB-3x3": FeatureSource()}
     if len(seeds) > 1:  # reuse each batch's native-resolution maps across seeds (memory for speed)
         methods = {name: CachedSource(source) for name, source in methods.items()}
-    results: dict[str, list[dict]] = {name: [] for name in methods}
+    results: dict[str, DirectResult] = {name: DirectResult([]) for name in methods}
     for name, source in methods.items():
         for seed in seeds:
             with timer(f"{name}: train ensemble"):
@@ -63,19 +153,20 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
             if seed == seeds[0]:
                 save_ensemble(out / ("ensemble" if name == "direct DDPM" else "ensemble_colour"), ensemble,
                               {"training": {**train_log, "seed": seed}})
-            results[name].append({"seed": seed, "miou": ev.miou, "iou": ev.iou})
+            results[name].runs.append(DirectRun(seed, ev.miou, ev.iou))
             log(f"{name} seed {seed}: mIoU {100 * ev.miou:.1f}")
-    return {name: {"miou_mean": float(np.mean([r["miou"] for r in rs])),
-                   "miou_std": float(np.std([r["miou"] for r in rs])), "runs": rs} for name, rs in results.items()}
+    return results
 
 
 def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
              model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
              sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 6,
              input_scale: int = 2, train_cfg: EnsembleTrainConfig | None = None, device: str | torch.device = "cpu",
-             progress: bool = True, log=print) -> dict:
+             progress: bool = True, log=print) -> DemoReport:
     """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0. On a GPU (`device`)
-    every stage runs there, sampling in one process."""
+    every stage runs there, sampling in one process. Writes `out/demo.json` (`DemoReport.to_dict()`)."""
+    if labeller not in LABELLERS:
+        raise OptionError("--labeller", f"must be real or generated, got {labeller!r}")
     out = Path(out)
     timer = _Timer()
     preset = EMBEDDED
@@ -86,23 +177,23 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
         test_set = read_labelled(out / "data" / "real" / "test", preset.num_classes, preset.ignore_label)
     device = torch.device(device)
     generator = load_generator(model, device)
-    report = {"train_images": train, "test_images": test, "seeds": list(seeds), "model": model,
-              "features": preset.features.to_dict()}
-    report["direct"] = _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out, timer, progress, log)
+    direct = _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out, timer, progress, log)
+    pipeline = None
     if pairs > 0:
-        report["datasetddpm"] = _datasetddpm(out, generator, pairs=pairs, labeller=labeller,
-                                             annotated=annotated, sampler=sampler, sampling_steps=sampling_steps,
-                                             workers=workers, deeplab_epochs=deeplab_epochs,
-                                             input_scale=input_scale, train_cfg=train_cfg, timer=timer,
-                                             device=device, progress=progress, log=log)
-    report["timings_seconds"] = {k: round(v, 1) for k, v in timer.stages.items()}
-    report["total_seconds"] = round(sum(timer.stages.values()), 1)
-    write_json(out / "demo.json", report)
+        pipeline = _datasetddpm(out, generator, pairs=pairs, labeller=labeller, annotated=annotated, sampler=sampler,
+                                sampling_steps=sampling_steps, workers=workers, deeplab_epochs=deeplab_epochs,
+                                input_scale=input_scale, train_cfg=train_cfg, timer=timer, device=device,
+                                progress=progress, log=log)
+    report = DemoReport(train_images=train, test_images=test, seeds=list(seeds), model=model,
+                        features=preset.features.to_dict(), direct=direct, datasetddpm=pipeline,
+                        timings_seconds={k: round(v, 1) for k, v in timer.stages.items()},
+                        total_seconds=round(sum(timer.stages.values()), 1))
+    write_json(out / "demo.json", report.to_dict())
     return report
 
 
 def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
-                 deeplab_epochs, input_scale, train_cfg, timer, device, progress, log) -> dict:
+                 deeplab_epochs, input_scale, train_cfg, timer, device, progress, log) -> DatasetDDPMResult:
     from .compare import compare
     from .pipeline.config import SampleConfig
     from .pipeline.finalize import finalize_run
@@ -142,5 +233,5 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
                       model=generator.source, device=device, progress=progress)
     log(f"DeepLabV3 (synthetic) mIoU {100 * cmp['methods']['DeepLabV3 (synthetic)']['miou']:.1f} vs direct "
         f"{100 * cmp['methods']['direct DDPM']['miou']:.1f}")
-    return {"labeller": labeller, "pairs": card["counts"], "sampler": sampler, "sampling_steps": sampling_steps,
-            "deeplab": {**result, "input_scale": input_scale}, "compare": cmp["methods"]}
+    return DatasetDDPMResult(labeller=labeller, pairs=card["counts"], sampler=sampler, sampling_steps=sampling_steps,
+                             deeplab={**result, "input_scale": input_scale}, compare=cmp["methods"])

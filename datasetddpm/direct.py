@@ -65,6 +65,26 @@ class CachedSource(FeatureSource):
         return maps if self.select is None else [maps[self.select]]
 
 
+class PerImageCache(FeatureSource):
+    """Computes `base`'s maps once per distinct *image*, whatever batches it later comes in: for studies
+    that train on many subsets of one pool. An image's maps are those of the batch it was first seen in
+    (CPU kernels round differently across batch sizes), so a study's numbers depend on its visiting order,
+    which is fixed."""
+
+    def __init__(self, base: FeatureSource):
+        super().__init__(base.generator, base.spec)
+        self.base, self.cache = base, {}
+
+    def maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        keys = [hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest() for x in images]
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            fresh = self.base.maps(images[missing])
+            for j, i in enumerate(missing):
+                self.cache[keys[i]] = [m[j:j + 1] for m in fresh]
+        return [torch.cat([self.cache[k][n] for k in keys]) for n in range(len(self.cache[keys[0]]))]
+
+
 def _batches(images: np.ndarray, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     for i in range(0, len(images), batch_size):
         yield i, torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).contiguous()

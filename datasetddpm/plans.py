@@ -82,7 +82,7 @@ def network_evaluations(generator, sampler: str, steps: int) -> int:
 def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, world: int = 1,
                 device: str | torch.device = "cpu") -> Plan:
     """`sample` of `cfg` (already checked by `resolve_sample_config`), `committed` samples already done."""
-    from .pipeline.generate import _Labeller
+    from .pipeline.generate import Labeller
     from .pipeline.config import sample_seed
     generator = load_generator(cfg.model, device)
     todo = cfg.n - committed
@@ -101,7 +101,7 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
                                     f"{evals * todo:,} in all, over {world} worker(s)")
     disk = _png_bytes(images) * todo
     if ensemble is not None:
-        labeller = _Labeller(ensemble, generator, device)
+        labeller = Labeller(ensemble, generator, device)
         if hasattr(labeller, "remember"):
             labeller.remember(images, seeds)
         labeller(images[:1])  # warm-up
@@ -116,13 +116,13 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
 
 
 def plan_label(run: Path, cfg, ensemble: str | Path, *, world: int = 1, device: str | torch.device = "cpu") -> Plan:
-    from .pipeline.generate import _Labeller
+    from .pipeline.generate import Labeller
     from .pipeline.shards import ShardStore
     store = ShardStore(run)
     ids, images = store.read_images(0)
     images = images[:4]
     generator = load_generator(cfg.model, device)
-    labeller = _Labeller(ensemble, generator, device)
+    labeller = Labeller(ensemble, generator, device)
     if hasattr(labeller, "remember"):
         labeller.remember(images, [r["seed"] for r in store.read_sidecar(0)["samples"]][:len(images)])
     labeller(images[:1])  # warm-up
@@ -209,15 +209,15 @@ def plan_sample_run(run_dir: str | Path, cfg, *, ensemble: str | Path | None = N
     from .devices import resolve_device
     from .distributed import resolve_world
     from .io import check_output_dir, read_json
-    from .pipeline.generate import _committed_samples, _first_shard_bytes, resolve_sample_config
+    from .pipeline.generate import committed_samples, first_shard_bytes, resolve_sample_config
     from .pipeline.shards import ShardStore
     world, _, device = resolve_world(workers, gpus, device)
     cfg, resolution = resolve_sample_config(cfg, ensemble)
     run = Path(run_dir)
-    check_output_dir(run, _first_shard_bytes(cfg, resolution))
+    check_output_dir(run, first_shard_bytes(cfg, resolution))
     manifest = run / "manifest.json"
     same_run = manifest.is_file() and read_json(manifest).get("hash") == cfg.hash()
-    committed = _committed_samples(ShardStore(run), cfg, False) if same_run else 0
+    committed = committed_samples(ShardStore(run), cfg, False) if same_run else 0
     return plan_sample(cfg, ensemble=ensemble, committed=committed, world=world, device=resolve_device(device))
 
 

@@ -30,7 +30,12 @@ EMBEDDED_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta
 @dataclass(frozen=True)
 class DeepLabSettings:
     """The segmenter DatasetDDPM trains on generated pairs: `train-deeplab` options of the same names.
-    Paper section 4 (Adam 1e-3, batch 8, 20 epochs); DeepLabV3-ResNet101 as the reference code builds it."""
+    Paper section 4 (Adam 1e-3, batch 8, 20 epochs); DeepLabV3-ResNet101 as the reference code builds it.
+
+    The part of `DeepLabTrainConfig` a preset fixes (model and optimiser), applied by `train-deeplab
+    --preset` through `workflows.deeplab_config`; a run's own settings (seed, augmentation, loader
+    workers, `--real`) are not a dataset's. Kept apart so that `presets` imports no trainer; every field
+    must be a DeepLabTrainConfig field (tests/test_structure.py checks it)."""
 
     arch: str = "deeplabv3"
     encoder: str = "resnet101"
@@ -147,3 +152,53 @@ def get_preset(name: str) -> Preset:
         from .errors import OptionError
         raise OptionError("--preset", f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+# `datasetddpm presets`: plain aligned text rather than a rich table: rich truncates cells to the terminal
+# width, and preset names and numbers must stay whole (users copy them into commands).
+LISTING_COLUMNS = ("name", "classes", "ignore", "px", "blocks", "steps", "MLP", "ADM flags", "train/test")
+
+
+def describe(p: Preset) -> dict[str, str]:
+    """A preset as printable fields (one line each)."""
+    def join(xs) -> str:
+        return ",".join(str(x) for x in xs)
+    dl = p.deeplab
+    ddpm, dataset_ddpm = p.paper_miou or (None, None)
+    return {
+        "name": p.name,
+        "notes": p.notes,
+        "outputs": f"{p.num_classes} (mIoU over {len(p.evaluated_classes)} classes)",
+        "ignore_label": str(p.ignore_label),
+        "resolution": str(p.resolution),
+        "blocks": join(p.features.blocks),
+        "steps": join(p.features.steps),
+        "mlp_hidden": join(p.mlp_hidden),
+        "model": p.model or f"yours: --model adm:{p.adm_flags}:<{p.checkpoint}>",
+        "adm_flags": p.adm_flags or "-",
+        "split": f"{p.split[0]}/{p.split[1]}" if p.split else "-",
+        "deeplab": f"--arch {dl.arch} --encoder {dl.encoder} --input-scale {dl.input_scale} --epochs {dl.epochs} "
+                   f"--batch-size {dl.batch_size} --lr {dl.lr:g}",
+        "paper_miou": f"DDPM {ddpm}, DatasetDDPM {dataset_ddpm or '-'}" if ddpm else "-",
+    }
+
+
+def preset_details(p: Preset) -> list[str]:
+    """`datasetddpm presets NAME`: every field, then the class ids, names and colours."""
+    lines = [f"{key}: {value}" for key, value in describe(p).items()]
+    lines.append("classes (id, name, colour):")
+    for k, (cls, rgb) in enumerate(zip(p.class_names, p.palette)):
+        lines.append(f"  {k:3d}  {cls + (' (ignored)' if k == p.ignore_label else ''):<28} #{bytes(rgb).hex()}")
+    return lines
+
+
+def preset_listing() -> list[str]:
+    """`datasetddpm presets`: one aligned row per preset."""
+    rows = [LISTING_COLUMNS]
+    for p in PRESETS.values():
+        d = describe(p)
+        rows.append((p.name, str(len(p.evaluated_classes)), str(p.ignore_label), str(p.resolution), d["blocks"],
+                     d["steps"], d["mlp_hidden"], d["adm_flags"], d["split"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(LISTING_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    return lines + ["`datasetddpm presets NAME` shows a preset's class names, model and DeepLab settings."]

@@ -42,6 +42,11 @@ def run_probe(generator, train_images: np.ndarray, train_masks: np.ndarray, test
             "train_images": len(train_images), "test_images": len(test_images), "seconds": round(time.time() - t0, 1)}
 
 
+def best_cell(result: dict) -> tuple[float, int, int]:
+    """(mIoU, step, block) of the best cell of a probe grid."""
+    return max((v, s, b) for s, row in zip(result["steps"], result["miou"]) for b, v in zip(result["blocks"], row))
+
+
 def save_probe(result: dict, out_dir: str | Path) -> None:
     """probe.json + probe.png (heatmap: steps x blocks, mIoU in %)."""
     import matplotlib

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OptionError
-from .io import read_json
+from .io import atomic_path, read_json
 
 BLOCK = re.compile(r"(<!-- result (\S+) (\S+) -->\n)(.*?)(<!-- /result -->)", re.S)
 
@@ -76,7 +76,8 @@ def samples_vs_real(d: dict) -> str:
              f"| {d['num_samples']} real procedural images | {_pct(d['real']['flip_consistency_miou'])} | "
              f"{d['real']['mean_confidence']:.3f} | {fractions(d['real']['class_frequency'])} (true: "
              + " / ".join(f"{100 * true[c]:.1f}" for c in small) + ") |",
-             f"| {d['num_samples']} samples of `{d['model']}` ({d['sampler']}-{d['sampling_steps']}) | "
+             f"| {d['num_samples']} samples of `{d['model']}` ("
+             + (f"{d['sampler']}-{d['sampling_steps']}" if d["sampler"] else "one generator pass") + ") | "
              f"{_pct(d['samples']['flip_consistency_miou'])} | {d['samples']['mean_confidence']:.3f} | "
              f"{fractions(d['samples']['class_frequency'])} |"]
     provenance = f" (`{d['command']}`, {d['date']}, {d['machine']})" if d.get("command") else ""
@@ -89,8 +90,33 @@ def samplers(d: dict) -> str:
     return study_markdown(d).rstrip("\n")
 
 
+def _with_provenance(table: str, d: dict) -> str:
+    return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']})." if d.get("command") else "")
+
+
+def study_suggest(d: dict) -> str:
+    from .studies.suggest import suggest_markdown
+    return _with_provenance(suggest_markdown(d), d)
+
+
+def study_main(d: dict) -> str:
+    from .studies.main import main_markdown
+    return _with_provenance(main_markdown(d), d)
+
+
+def study_labelled_count(d: dict) -> str:
+    from .studies.labelled_count import labelled_count_markdown
+    return _with_provenance(labelled_count_markdown(d), d)
+
+
+def study_filter(d: dict) -> str:
+    from .studies.filter import filter_markdown
+    return _with_provenance(filter_markdown(d), d)
+
+
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
-         "samples-vs-real": samples_vs_real, "samplers": samplers}
+         "samples-vs-real": samples_vs_real, "samplers": samplers, "suggest": study_suggest, "main": study_main,
+         "labelled-count": study_labelled_count, "filter": study_filter}
 
 
 def render(path: str | Path, view: str) -> str:
@@ -108,6 +134,17 @@ def render_blocks(text: str, root: Path) -> str:
     def replace(m: re.Match) -> str:
         return m.group(1) + render(root / m.group(2), m.group(3)) + "\n" + m.group(5)
     return BLOCK.sub(replace, text)
+
+
+def update_blocks(document: str | Path) -> bool:
+    """Re-render every result block of a markdown file in place; True when it changed."""
+    document = Path(document)
+    text = document.read_text()
+    rendered = render_blocks(text, document.parent)
+    if rendered != text:
+        with atomic_path(document) as tmp:
+            tmp.write_text(rendered)
+    return rendered != text
 
 
 def result_files(text: str) -> list[str]:

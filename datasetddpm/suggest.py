@@ -43,6 +43,17 @@ def k_center(features: np.ndarray, k: int, first: int) -> list[int]:
     return chosen
 
 
+def choose(source, ensemble, images: np.ndarray, k: int, *, diversity: bool = True,
+           progress: bool = False) -> tuple[list[int], np.ndarray]:
+    """Indices of the `k` images to annotate next (in order) and every image's uncertainty score."""
+    scores = segment(source, ensemble, images, progress=progress).image_uncertainty
+    order = np.lexsort((np.arange(len(scores)), -scores))  # most uncertain first; ties by file order
+    if diversity and k > 1:
+        candidates = order[:min(len(order), 3 * k)]
+        return [int(candidates[i]) for i in k_center(pooled_features(source, images[candidates]), k, 0)], scores
+    return [int(i) for i in order[:k]], scores
+
+
 def suggest(images_dir: str | Path, ensemble_dir: str | Path, k: int, out_dir: str | Path, *, diversity: bool = True,
             model: str | None = None, device: str | torch.device = "cpu", progress: bool = True) -> list[dict]:
     from .workflows import _check_sizes, source_for
@@ -53,13 +64,7 @@ def suggest(images_dir: str | Path, ensemble_dir: str | Path, k: int, out_dir: s
     source = source_for(ensemble, model=model, device=device)
     _check_sizes(source, images, paths)
     check_output_dir(out_dir)
-    scores = segment(source, ensemble, images, progress=progress).image_uncertainty
-    order = np.lexsort((np.arange(len(scores)), -scores))  # most uncertain first; ties by file order
-    if diversity and k > 1:
-        candidates = order[:min(len(order), 3 * k)]
-        picked = [int(candidates[i]) for i in k_center(pooled_features(source, images[candidates]), k, 0)]
-    else:
-        picked = [int(i) for i in order[:k]]
+    picked, scores = choose(source, ensemble, images, k, diversity=diversity, progress=progress)
     out = Path(out_dir)
     rows = []
     for rank, i in enumerate(picked):

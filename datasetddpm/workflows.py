@@ -151,10 +151,14 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
 
 
 def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | Path | None = None,
-                   segmenter: str | Path | None = None, model: str | None = None,
+                   segmenter: str | Path | None = None, model: str | None = None, generator: str | None = None,
                    device: str | torch.device = "cpu", progress: bool = True) -> int:
     """Images -> palette PNG masks `<stem>.png` in `out`, with an ensemble (direct DDPM mode) or a trained
-    segmenter (no diffusion model needed). All inputs are read before anything is written."""
+    segmenter (no diffusion model needed). All inputs are read before anything is written; `generator`
+    (a kind, `--generator`): the ensemble's model must be one."""
+    if generator is not None and ensemble is not None:
+        from .generators.loading import resolve_model
+        resolve_model(model, generator, load_ensemble(ensemble).cfg.model or "embedded")
     if (ensemble is None) == (segmenter is None):
         raise OptionError("--ensemble/--segmenter", "give exactly one of them")
     images, paths = read_images(images_dir)
@@ -218,9 +222,13 @@ def _deeplab_worker(rank: int, world: int, run: str, val: str, out: str, cfg_dic
         pairs = MixedPairs(pairs, mixed.images, mixed.masks,
                            real_repeat(len(pairs), len(mixed), cfg_dict["real_fraction"]))
     train_deeplab(pairs, real.images, real.masks, out, DeepLabTrainConfig(**cfg_dict), num_classes=k,
-                  ignore_label=ignore, class_names=tuple(card["classes"]),
-                  data_key=f"{card['config_hash']}/{card['labels_hash']}", device=resolve_device(device, rank=rank),
-                  amp=amp, progress=progress)
+                  ignore_label=ignore, class_names=tuple(card["classes"]), data_key=_deeplab_data_key(card),
+                  device=resolve_device(device, rank=rank), amp=amp, progress=progress)
+
+
+def _deeplab_data_key(card: dict) -> str:
+    """What DeepLab trains on, for its resume hash: the run's generation config and its labels."""
+    return f"{card['config_hash']}/{card['labels_hash']}"
 
 
 def deeplab_config(preset: str | None = None, **options):
@@ -233,7 +241,7 @@ def deeplab_config(preset: str | None = None, **options):
 
 
 def _check_deeplab_inputs(run, val, out, cfg, workers: int, gpus: int, device: str):
-    """The run, the options and the real images, before anything is written; returns the world."""
+    """The run, the options and the real images, before anything is written: (pairs, world, backend, device)."""
     from .data.generated import GeneratedPairs
     from .distributed import resolve_world
     from .pipeline.verify import cheap_check
@@ -247,17 +255,15 @@ def _check_deeplab_inputs(run, val, out, cfg, workers: int, gpus: int, device: s
             raise InputError(images.paths[0], f"is {images.images.shape[2]}x{images.images.shape[1]} but the run's "
                                               f"pairs are {pairs[0][0].shape[1]}x{pairs[0][0].shape[0]}")
     check_output_dir(out)
-    return world, backend, device
+    return pairs, world, backend, device
 
 
 def plan_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
                      device: str = "cpu"):
     """`train-deeplab --dry-run`: the checks of `train_deeplab_run`, then a plan from two timed steps."""
-    from .data.generated import GeneratedPairs
     from .devices import resolve_device
     from .plans import plan_train_deeplab
-    world, _, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
-    pairs = GeneratedPairs(run)
+    pairs, world, _, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
     side = pairs[0][0].shape[0]
     return plan_train_deeplab(len(pairs), side, len(pairs.card["classes"]), cfg, world=world,
                               device=resolve_device(device))
@@ -267,13 +273,16 @@ def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *,
                       device: str = "cpu", amp: bool = False, threads: int | None = None,
                       progress: bool = True) -> dict:
     """DeepLabV3 on a finalized run's kept pairs, epoch chosen on real labelled images; data-parallel
-    over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL), `cfg.batch_size` images per process."""
+    over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL), `cfg.batch_size` images per process.
+    Returns {best_epoch, best_val_miou}, read back from `out/best/config.json`: the workers that trained
+    may be other processes."""
     from dataclasses import asdict
     from .distributed import launch, torchrun_env
-    world, backend, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
-    with run_lock(out, enabled=not torchrun_env() or os.environ.get("RANK") == "0"):
-        remove_stale_temporaries(out)
-        remove_stale_temporaries(Path(out) / "best")
+    from .rundir import training_dir
+    from .segmenters.train_deeplab import RESUME_SHOWN
+    pairs, world, backend, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
+    with training_dir(out, cfg.hash(_deeplab_data_key(pairs.card), world, amp), subdirs=("best",), shown=RESUME_SHOWN,
+                      can_overwrite=False, lock=not torchrun_env() or os.environ.get("RANK") == "0"):
         launch(_deeplab_worker, (str(run), str(val), str(out), asdict(cfg), device, amp, progress), world=world,
                backend=backend, threads=threads)
     best = read_json(Path(out) / "best" / "config.json")["training"]

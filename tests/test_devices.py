@@ -12,7 +12,7 @@ from datasetddpm.ensemble.fused import FusedHead
 from datasetddpm.ensemble.model import load_ensemble
 from datasetddpm.errors import OptionError
 from datasetddpm.generators.base import FeatureSpec
-from datasetddpm.pipeline.generate import _Labeller
+from datasetddpm.pipeline.generate import Labeller
 
 
 @pytest.fixture()
@@ -61,7 +61,7 @@ def test_world_under_torchrun_comes_from_the_environment(monkeypatch):
 
 
 def test_labelling_path_lives_on_the_given_device(tiny_ensemble):
-    labeller = _Labeller(tiny_ensemble, device="meta")
+    labeller = Labeller(tiny_ensemble, device="meta")
     generator, ensemble = labeller.source.generator, labeller.ensemble
     tensors = [*generator.unet.parameters(), *generator.unet.buffers(), *ensemble.parameters(), *ensemble.buffers()]
     assert tensors and all(t.device.type == "meta" for t in tensors)

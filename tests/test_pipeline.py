@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import tree_state
 from typer.testing import CliRunner
 
 from datasetddpm.cli.main import get_app
@@ -87,6 +88,33 @@ def test_kept_ids_global_drop():
     keep = kept_ids(ids, u, 0.1, 50_000)
     assert len(keep) == 90 and set(ids[np.argsort(u)[:90]]) == keep
     assert len(kept_ids(ids, u, 0.1, 30)) == 30
+
+
+def test_mining_keeps_the_richest_in_preferred_classes_among_the_filter_survivors():
+    ids = np.arange(10)
+    u = np.array([9, 0, 1, 2, 3, 4, 5, 6, 7, 8], float)  # id 0 is the most uncertain: dropped at 10 %
+    rich = np.array([100, 5, 0, 7, 7, 1, 0, 0, 3, 2])  # id 0 is the richest, but the filter comes first
+    assert kept_ids(ids, u, 0.1, 3, rich) == {3, 4, 1}  # 7, 7 (3 less uncertain than 4), then 5
+    assert kept_ids(ids, u, 0.1, 3) == {1, 2, 3}  # without mining: the least uncertain
+    assert kept_ids(ids, u, 0.1, 50, rich) == kept_ids(ids, u, 0.1, 50)  # keep them all: the same set
+
+
+def test_finalize_prefer_classes_mines_and_records_it(tiny_model_dir, tiny_ensemble, tmp_path):
+    from conftest import finished_run, one_line_error, run
+    root = finished_run(tmp_path / "run", tiny_model_dir, tiny_ensemble, n=8, batch=4)
+    pixels, uncertainty = {}, {}
+    for k in range(2):
+        for s in json.loads((root / f"shards/{k:05d}.labels.json").read_text())["samples"]:
+            pixels[s["id"]], uncertainty[s["id"]] = s["class_pixels"][5] + s["class_pixels"][6], s["uncertainty"]
+    assert run("finalize", "--out", root, "--max-pairs", 3, "--prefer-classes", "f,g").exit_code == 0
+    card = json.loads((root / "dataset_card.json").read_text())
+    kept = [r["id"] for r in map(json.loads, (root / "index.jsonl").read_text().splitlines()) if r["kept"]]
+    assert card["prefer_classes"] == ["f", "g"] and card["counts"]["kept"] == 3 == len(kept)
+    survivors = sorted(pixels, key=lambda i: (uncertainty[i], i))[:7]  # the filter drops the most uncertain
+    assert kept == sorted(sorted(survivors, key=lambda i: (-pixels[i], uncertainty[i], i))[:3])
+    before = tree_state(root)
+    one_line_error(run("finalize", "--out", root, "--prefer-classes", "f,wing"), "--prefer-classes", "'wing'", "a, b")
+    assert tree_state(root) == before
 
 
 def test_for_annotation_exports_a_labelled_folder_layout(tiny_model_dir, tmp_path, monkeypatch):

@@ -41,3 +41,30 @@ def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     assert set(d["compare"]) == {"direct DDPM", "DeepLabV3 (synthetic)"}
     assert "train DeepLabV3 (1 epochs, input x1)" in r["timings_seconds"]
     assert (tmp_path / "compare" / "compare.md").is_file()
+
+
+def test_demo_report_writes_the_demo_json_it_reads():
+    """`DemoReport.to_dict()` is demo.json, key for key and in order (the README renders docs/demo/demo.json)."""
+    from pathlib import Path
+    from datasetddpm.demo import DemoReport
+    saved = json.loads((Path(__file__).resolve().parents[1] / "docs" / "demo" / "demo.json").read_text())
+    report = DemoReport.from_dict(saved)
+    written = report.to_dict()
+    assert list(written) == [k for k in saved if k in written]
+    assert written == {k: saved[k] for k in written}
+    assert report["direct"] == saved["direct"] and "datasetddpm" in report
+    assert report.direct["direct DDPM"].miou_mean == saved["direct"]["direct DDPM"]["miou_mean"]
+
+
+def test_demo_tables_come_from_the_report():
+    import io
+    from pathlib import Path
+    from rich.console import Console
+    from datasetddpm.console import print_demo
+    from datasetddpm.demo import DemoReport
+    saved = json.loads((Path(__file__).resolve().parents[1] / "docs" / "demo" / "demo.json").read_text())
+    console = Console(file=io.StringIO(), width=240)
+    print_demo(DemoReport.from_dict(saved), "runs/demo", console)
+    text = console.file.getvalue()
+    assert f"Direct mode: {saved['train_images']} labelled, {saved['test_images']} test images" in text
+    assert "DeepLabV3 (synthetic)" in text and "time per stage" in text and "runs/demo/compare/compare.html" in text

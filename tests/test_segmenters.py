@@ -83,3 +83,20 @@ def test_segmenter_training_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not any("layer3" in k or "layer4" in k for k in a)  # stages past encoder_depth are not built
     assert load_segmenter(tmp_path / "full").cfg.decoder_channels == (32, 16, 8)
+
+
+def test_oracle_run_folder_refuses_another_config_before_training(tmp_path):
+    """train-oracle on the shared run folder (rundir): its config file, and a changed config refused."""
+    from datasetddpm.data.oracle import train_oracle
+    from datasetddpm.errors import DatasetDDPMError
+    tiny = dict(pool=4, batch_size=2, arch="unet", encoder_depth=3, decoder_channels=(16, 8, 8), checkpoint_every=1,
+                progress=False)
+    log = train_oracle(tmp_path, steps=1, **tiny)
+    assert {"real_miou", "real_iou", "seconds"} <= set(log)
+    saved = json.loads((tmp_path / "train_config.json").read_text())
+    assert saved["config"]["steps"] == 1 and saved["segmenter"]["arch"] == "unet"
+    assert (tmp_path / "oracle_log.json").is_file() and (tmp_path / "train_state.safetensors").is_file()
+    state = (tmp_path / "train_state.safetensors").read_bytes()
+    with pytest.raises(DatasetDDPMError, match="different config .*another --out"):
+        train_oracle(tmp_path, steps=2, **{**tiny, "lr": 3e-3})
+    assert (tmp_path / "train_state.safetensors").read_bytes() == state

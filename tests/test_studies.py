@@ -105,3 +105,68 @@ def test_labelled_count_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     assert list(subset(3, 10, 0)) == list(subset(3, 10, 0)) and list(subset(3, 10, 0)) != list(subset(3, 10, 1))
     one_line_error(run("study", "labelled-count", "--data", tiny_dataset, "--out", tmp_path / "x", "--model",
                        tiny_model_dir, "--counts", "2,99"), "--counts: need counts in [1, 4]")
+
+
+def test_suggest_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
+    from conftest import one_line_error, run
+    from datasetddpm.studies.suggest import ARMS, start_set
+    out = tmp_path / "s"
+    r = run("study", "suggest", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--quick", "--quiet",
+            "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    assert list(report["arms"]) == list(ARMS) and report["seeds"] == [0, 1]
+    for arm, row in report["arms"].items():
+        per_seed = []
+        for seed, added in zip(report["seeds"], row["added"]):
+            saved = json.loads((out / f"seed-{seed}" / arm / "result.json").read_text())
+            assert saved["start"] == start_set(4, 1, seed).tolist() and len(added) == 1
+            assert not set(added) & set(saved["start"]) and 0 <= added[0] < 4
+            per_seed.append(miou_of(np.load(out / f"seed-{seed}" / arm / "test_confusions.npy")))
+            assert abs(saved["miou"] - per_seed[-1]) < 1e-12
+        assert abs(row["miou_mean"] - np.mean(per_seed)) < 1e-12 and row["miou_std"] == np.std(per_seed)
+        if arm != "random":
+            assert abs(row["vs_random"]["difference"]
+                       - (row["miou_mean"] - report["arms"]["random"]["miou_mean"])) < 1e-12
+    assert "| uncertainty+diversity |" in (out / "study.md").read_text()
+    # Rerun: every (seed, arm) is read back, none retrained, and the numbers are the same.
+    stamp = (out / "seed-0" / "random" / "result.json").stat().st_mtime_ns
+    assert run("study", "suggest", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--quick",
+               "--quiet", "--threads", 1).exit_code == 0
+    assert (out / "seed-0" / "random" / "result.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "study.json").read_text())["arms"] == report["arms"]
+    one_line_error(run("study", "suggest", "--data", tiny_dataset, "--out", tmp_path / "x", "--model", tiny_model_dir,
+                       "--start", 3, "--add", 2), "--start/--add", "start + add <= 4")
+
+
+def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
+    """Every row of the main study runs; the numbers in study.json are those of the kept confusions."""
+    from conftest import one_line_error, run
+    from datasetddpm.generators.stylegan2 import save_stylegan2
+    from datasetddpm.generators.stylegan2_net import StyleGAN2, StyleGAN2Config
+    from datasetddpm.studies.main import ROWS, _slug
+    import torch
+    torch.manual_seed(0)
+    gan = tmp_path / "sg2"
+    save_stylegan2(gan, StyleGAN2(StyleGAN2Config(resolution=32, z_dim=8, w_dim=8, mapping_layers=1,
+                                                  channel_base=64, channel_max=8)))
+    out = tmp_path / "m"
+    r = run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", gan,
+            "--quick", "--quiet", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    assert list(report["rows"]) == list(ROWS) and report["seeds"] == [0]
+    for row, stats in report["rows"].items():
+        cms = np.load(out / "seed-0" / f"{_slug(row)}.npy")
+        assert cms.shape == (4, 7, 7) and abs(stats["miou_mean"] - miou_of(cms)) < 1e-12
+        if stats["labeller"] is not None:  # DeepLab row: the gap to its labeller's direct row, point estimate
+            labeller = report["rows"][stats["labeller"]]
+            assert abs(stats["vs_labeller"]["difference"] - (stats["miou_mean"] - labeller["miou_mean"])) < 1e-12
+    # The DeepLab rows trained on the pairs their own labeller kept (4 of 5 samples).
+    for row in ("DatasetDDPM", "DatasetDDPM (paper protocol)", "DatasetGAN"):
+        card = json.loads((out / "seed-0" / f"run-{_slug(row)}" / "dataset_card.json").read_text())
+        assert card["counts"]["kept"] == 4 and card["ensemble"].endswith(
+            f"ensemble-{_slug('DatasetGAN' if row == 'DatasetGAN' else ROWS[row][1])}")
+    assert "| DatasetGAN | annotated StyleGAN2 samples |" in (out / "study.md").read_text()
+    one_line_error(run("study", "main", "--data", tiny_dataset, "--out", tmp_path / "x", "--model", tiny_model_dir,
+                       "--gan", tiny_model_dir, "--quick"), "--gan", "not a StyleGAN2")

@@ -328,3 +328,17 @@ def test_train_stylegan2_resumes_exactly_and_saves_a_usable_model(tmp_path):
     one_line_error(run("train-stylegan2", "--out", whole, "--steps", 4, *TRAIN, "--lr", 0.01),
                    "different config")
     one_line_error(run("train-stylegan2", "--out", tmp_path / "x", "--resolution", 16), "--resolution", "32 px")
+
+
+def test_the_shipped_stylegan2_loads_strictly_and_samples_deterministically():
+    from datasetddpm.paths import EMBEDDED_STYLEGAN2_DIR
+    weights = EMBEDDED_STYLEGAN2_DIR / "model.safetensors"
+    assert weights.stat().st_size <= 10 * 2**20  # the size budget of a shipped StyleGAN2
+    gen = load_generator("embedded-stylegan2")
+    assert gen.source == "embedded-stylegan2" and gen.resolution == 32
+    a, b = gen.sample([3, 4]), load_generator("embedded-stylegan2").sample([3, 4])
+    assert a.shape == (2, 3, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)
+    assert not torch.equal(a[0], a[1]) and a.float().std() > 10  # distinct, not flat images
+    spec = gen.default_spec()
+    maps = gen.feature_maps(a, spec)  # from the latents it remembers
+    assert [m.shape[1] for m in maps] == gen.feature_channels(spec)

@@ -75,15 +75,11 @@ def train_oracle_command(
     """Train the embedded domain's oracle segmenter (stands in for an annotator of generated samples)."""
     from ..data.oracle import train_oracle
     from ..devices import resolve_device
-    from ..io import write_json
     opt.set_threads(threads)
     log = train_oracle(out, steps=steps, pool=pool, batch_size=batch_size, seed=seed, lr=lr, arch=arch, encoder=encoder,
                        input_scale=input_scale, encoder_depth=encoder_depth,
                        decoder_channels=opt.parse_ints("--decoder-channels", decoder_channels) or (),
                        checkpoint_every=checkpoint_every, device=resolve_device(device), progress=not quiet)
-    write_json(Path(out) / "oracle_log.json", {k: v for k, v in log.items() if k != "loss"} |
-               {"loss_every_250": [float(sum(log["loss"][i:i + 250]) / len(log["loss"][i:i + 250]))
-                                   for i in range(0, len(log["loss"]), 250)]})
     typer.echo(f"oracle: {out} (mIoU on 500 held-out real images: {100 * log['real_miou']:.1f}, {log['seconds']} s)")
 
 

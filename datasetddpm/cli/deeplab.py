@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from . import options as opt
 from .app import command
@@ -67,14 +65,15 @@ def compare_command(
                                                 "DatasetGAN's DeepLab).")],
     data: Annotated[Path, typer.Option(help="Real labelled test folder (dataset root: real/test).")],
     out: opt.Out,
-    model: Annotated[Optional[str], typer.Option(help="Override the diffusion model recorded in the ensemble.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N test images.")] = None,
+    model: opt.ModelOverride = None,
+    limit: opt.TestLimit = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """DeepLabV3-from-synthetic vs direct DDPM mode: IoU per class, mIoU, seconds per image."""
     from ..compare import compare
+    from ..console import print_compare
     from ..devices import resolve_device
     opt.set_threads(threads)
     report = compare(ensemble, _named_segmenters(segmenter), data, out, model=model, limit=limit, device=resolve_device(device),
@@ -96,14 +95,3 @@ def _named_segmenters(values: list[str]) -> dict[str, Path]:
         named[name] = Path(folder)
     return named
 
-
-def print_compare(report: dict) -> None:
-    methods = report["methods"]
-    names = list(next(iter(methods.values()))["iou"])
-    table = Table(title=f"compare on {report['test_images']} real test images (mIoU, reference protocol)")
-    for col in ("method", "mIoU", "s/image", *names):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for m, r in methods.items():
-        table.add_row(m, f"{100 * r['miou']:.1f}", f"{r['seconds_per_image']:.4f}",
-                      *[f"{100 * r['iou'][c]:.0f}" for c in names])
-    Console().print(table)

@@ -6,14 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from . import options as opt
 from .app import command
 
 EnsembleDir = Annotated[Path, typer.Option("--ensemble", help="Ensemble checkpoint directory (from train-ensemble).")]
-ModelOverride = Annotated[Optional[str], typer.Option("--model", help="Override the diffusion model recorded in the ensemble.")]
 
 
 @command("train-ensemble")
@@ -77,7 +74,7 @@ def segment_command(
     out: opt.Out,
     ensemble: Annotated[Optional[Path], typer.Option(help="Ensemble checkpoint (direct DDPM mode).")] = None,
     segmenter: Annotated[Optional[Path], typer.Option(help="Trained segmenter (train-deeplab's <out>/best); no diffusion model needed.")] = None,
-    model: ModelOverride = None,
+    model: opt.ModelOverride = None,
     generator: opt.GeneratorKind = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
@@ -87,11 +84,7 @@ def segment_command(
     from ..devices import resolve_device
     from ..workflows import segment_folder
     opt.set_threads(threads)
-    if generator is not None and ensemble is not None:  # the model used must be of that kind
-        from ..ensemble.model import load_ensemble
-        from ..generators.loading import resolve_model
-        resolve_model(model, generator, load_ensemble(ensemble).cfg.model or "embedded")
-    n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model,
+    n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model, generator=generator,
                        device=resolve_device(device), progress=not quiet)
     typer.echo(f"wrote {n} masks to {out}")
 
@@ -101,25 +94,20 @@ def evaluate_command(
     ensemble: EnsembleDir,
     data: Annotated[Path, typer.Option(help="Labelled test folder: a dataset root (uses real/test) or a folder.")],
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
-    model: ModelOverride = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N test images.")] = None,
+    model: opt.ModelOverride = None,
+    limit: opt.TestLimit = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Per-class IoU and mIoU (reference protocol) on a labelled test split."""
+    from ..console import print_evaluation
     from ..devices import resolve_device
     from ..workflows import evaluate_folder
     opt.set_threads(threads)
     ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, device=resolve_device(device),
                          progress=not quiet)
-    table = Table(title=f"{ensemble} on {data} ({ev.num_images} images)")
-    table.add_column("class")
-    table.add_column("IoU", justify="right")
-    for name, iou in ev.iou.items():
-        table.add_row(name, f"{100 * iou:.1f}")
-    table.add_row("[bold]mIoU", f"[bold]{100 * ev.miou:.1f}")
-    Console().print(table)
+    print_evaluation(ev, f"{ensemble} on {data} ({ev.num_images} images)")
 
 
 @command("suggest")
@@ -130,7 +118,7 @@ def suggest_command(
     k: Annotated[int, typer.Option("--k", help="Images to suggest for annotation.")] = 10,
     diversity: Annotated[bool, typer.Option("--diversity/--no-diversity", help="Pick among the 3k most uncertain by "
                                             "k-center on pooled features (default), or just the k most uncertain.")] = True,
-    model: ModelOverride = None,
+    model: opt.ModelOverride = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     quiet: opt.Quiet = False,

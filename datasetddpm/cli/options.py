@@ -12,6 +12,8 @@ Out = Annotated[Path, typer.Option("--out", help="Output directory.")]
 GeneratorKind = Annotated[Optional[str], typer.Option("--generator", help="diffusion | stylegan2 (DatasetGAN mode). "
                                                       "Optional: a model folder says which it is; with --model it is "
                                                       "checked, alone 'stylegan2' picks the embedded StyleGAN2.")]
+ModelOverride = Annotated[Optional[str], typer.Option("--model", help="Override the diffusion model recorded in the ensemble.")]
+TestLimit = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N test images.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check the inputs, time a few steps on this device and print the plan (work, disk, time); write nothing.")]

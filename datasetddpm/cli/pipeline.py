@@ -144,15 +144,42 @@ def label_command(
         typer.echo(f"{out}: {result['labelled']} labelled" + (f"; preview: {preview}" if preview else ""))
 
 
+@command("label-images")
+def label_images_command(
+    images: Annotated[Path, typer.Option(help="Folder of your own unlabelled real images (.png/.jpg, one size).")],
+    ensemble: Annotated[Path, typer.Option(help="Ensemble checkpoint (from train-ensemble) on diffusion or colour features.")],
+    out: Run,
+    batch_size: Annotated[int, typer.Option(help="Images per labelling batch (part of the run config).")] = 50,
+    shard_size: Annotated[int, typer.Option(help="Images per shard (a multiple of --batch-size).")] = 500,
+    device: Device = "auto",
+    overwrite: opt.Overwrite = False,
+    threads: opt.Threads = None,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Label your own unlabelled real images with the ensemble into a run folder (shards, JS scores), like
+    `sample --ensemble` does for samples: `finalize`, `train-deeplab` and `export` then work on it."""
+    from ..devices import resolve_device
+    from ..pipeline.real_images import label_images_run
+    opt.set_threads(threads)
+    result = label_images_run(images, ensemble, out, batch_size=batch_size, shard_size=shard_size,
+                              device=str(resolve_device(device)), overwrite=overwrite, progress=not quiet)
+    preview = _write_preview(out)
+    typer.echo(f"{out}: {result['labelled']} of {result['images']} images labelled"
+               + (f"; preview: {preview}" if preview else ""))
+
+
 @command("finalize")
 def finalize_command(
     out: Run,
     drop_fraction: Annotated[float, typer.Option(help="Fraction of most uncertain images to drop.")] = 0.1,
     max_pairs: Annotated[int, typer.Option(help="Keep at most this many image-mask pairs.")] = 50_000,
+    prefer_classes: Annotated[Optional[str], typer.Option(help="Mine for rare or small parts, e.g. 'eye,beak': of the "
+                                                          "pairs the filter keeps, the --max-pairs with the most "
+                                                          "pixels of these classes (sample more than you keep).")] = None,
 ) -> None:
     """Rank all images by uncertainty, mark the kept pairs, write index.jsonl + dataset_card.json."""
     from ..pipeline.finalize import finalize_run
-    card = finalize_run(out, drop_fraction=drop_fraction, max_pairs=max_pairs)
+    card = finalize_run(out, drop_fraction=drop_fraction, max_pairs=max_pairs, prefer_classes=prefer_classes)
     typer.echo(f"{out}: kept {card['counts']['kept']} of {card['counts']['generated']} pairs; pictures: "
                f"{out}/preview.png, {out}/uncertainty.png")
     for name, row in card.get("class_balance", {}).items():

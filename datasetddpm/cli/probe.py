@@ -32,12 +32,12 @@ def probe_command(
 ) -> None:
     """Train one MLP per (block, step) and save the mIoU grid as probe.json + probe.png."""
     from ..devices import resolve_device
+    from ..probe import best_cell
     from ..workflows import probe_folder
     opt.set_threads(threads)
     result = probe_folder(data, out, test=test, preset=preset, model=model, generator=generator,
                           blocks=None if blocks == "all" else opt.parse_ints("--blocks", blocks),
                           steps=opt.parse_ints("--steps", steps), train_images=train_images,
                           test_images=test_images, ignore_label=ignore_label, num_classes=num_classes, seed=seed, device=resolve_device(device), progress=not quiet)
-    block_ids, step_ids = result["blocks"], result["steps"]
-    best = max(((v, s, b) for s, row in zip(step_ids, result["miou"]) for b, v in zip(block_ids, row)))
-    typer.echo(f"best cell: block {best[2]} at t={best[1]} ({100 * best[0]:.1f} mIoU); grid in {out}/probe.png")
+    miou, step, block = best_cell(result)
+    typer.echo(f"best cell: block {block} at t={step} ({100 * miou:.1f} mIoU); grid in {out}/probe.png")

@@ -33,15 +33,9 @@ def report_command(
 ) -> None:
     """Render result JSON as markdown tables: one table, or every result block of a document."""
     from ..errors import OptionError
-    from ..io import atomic_path
-    from ..results import render, render_blocks
+    from ..results import render, update_blocks
     if readme is not None:
-        text = readme.read_text()
-        rendered = render_blocks(text, readme.parent)
-        if rendered != text:
-            with atomic_path(readme) as tmp:
-                tmp.write_text(rendered)
-        typer.echo(f"{readme}: {'updated' if rendered != text else 'up to date'}")
+        typer.echo(f"{readme}: {'updated' if update_blocks(readme) else 'up to date'}")
         return
     if result is None or view is None:
         raise OptionError("RESULT/--view", "give a result JSON and --view, or --readme FILE")

@@ -102,3 +102,59 @@ def labelled_count_command(
         test_images=test_images)
     run_labelled_count_study(out, data, cfg, device=resolve_device(device), progress=not quiet)
     typer.echo((out / "study.md").read_text())
+
+
+@command("suggest", group=study_app)
+def suggest_command(
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train is the pool (its masks stand in for "
+                                            "the annotator), real/test scores each arm.")],
+    out: opt.Out = Path("runs/study_suggest"),
+    start: Annotated[int, typer.Option(help="Random labelled images every arm starts from.")] = 10,
+    add: Annotated[int, typer.Option(help="Images each arm adds (random, uncertainty, uncertainty + diversity).")] = 10,
+    seeds: Annotated[str, typer.Option(help="Seeds (each draws its own start set, random picks and ensembles).")] = "0,1,2,3,4",
+    preset: opt.Preset = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="Model (default: the preset's).")] = None,
+    test_images: Annotated[int, typer.Option(help="Test images scored.")] = 200,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Which images to annotate next: `suggest`'s picks against random ones, direct-mode mIoU over seeds with intervals."""
+    from ..devices import resolve_device
+    from ..studies.suggest import SuggestStudyConfig, run_suggest_study
+    opt.set_threads(threads)
+    cfg = SuggestStudyConfig.quick(model) if quick else SuggestStudyConfig(
+        preset=preset, model=model, start=start, add=add, seeds=opt.parse_ints("--seeds", seeds), test_images=test_images)
+    run_suggest_study(out, data, cfg, device=resolve_device(device), progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+@command("main", group=study_app)
+def main_command(
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train (the labelled images; also picks "
+                                            "DeepLab's epoch), real/test (scores every row).")],
+    out: opt.Out = Path("runs/study_main"),
+    model: opt.Model = "embedded",
+    gan: Annotated[str, typer.Option(help="StyleGAN2 model for the DatasetGAN row ('embedded-stylegan2' = shipped; "
+                                          "'' leaves the row out).")] = "embedded-stylegan2",
+    pairs: Annotated[int, typer.Option(help="Kept pairs per DeepLab row.")] = 500,
+    annotated: Annotated[int, typer.Option(help="Oracle-annotated samples for the paper protocol and DatasetGAN.")] = 20,
+    seeds: Annotated[str, typer.Option(help="Seeds: every ensemble's and DeepLab's training seed.")] = "0,1,2,3,4",
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per row and seed.")] = 6,
+    input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N: every stage on that device.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Paper Table 2 on the embedded domain: direct mode, colour, DatasetDDPM (both labeller protocols) and
+    DatasetGAN, mean ± std over seeds, with each DeepLab row's gap to its labeller."""
+    from ..studies.main import MainStudyConfig, run_main_study
+    opt.set_threads(threads)
+    cfg = MainStudyConfig.quick(model, gan) if quick else MainStudyConfig(
+        model=model, gan=gan, pairs=pairs, annotated=annotated, seeds=opt.parse_ints("--seeds", seeds),
+        deeplab_epochs=deeplab_epochs, input_scale=input_scale)
+    run_main_study(out, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
+    typer.echo((out / "study.md").read_text())

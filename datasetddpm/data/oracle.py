@@ -10,11 +10,14 @@ confidence, and the class frequencies it predicts against the true frequencies o
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import write_json
+from ..rundir import CONFIG_FILE, training_dir
 from ..seeds import stream_seed
 from ..segmenters.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..segmenters.model import Segmenter, SegmenterConfig, create_segmenter, load_segmenter, predict
@@ -30,20 +33,30 @@ def train_oracle(out_dir: str | Path, *, steps: int = 2000, pool: int = 6000, ba
                  seed: int = 0, lr: float = 1e-3, arch: str = "deeplabv3plus", encoder: str = "resnet18",
                  input_scale: int = 2, encoder_depth: int = 5, decoder_channels: tuple[int, ...] = (),
                  checkpoint_every: int = 250, device: str | torch.device = "cpu", progress: bool = True) -> dict:
-    """Train the oracle on `pool` procedural images with exact masks (resumable: rerun to continue)."""
-    images, masks = render_batch(range(ORACLE_TRAIN_SEED0, ORACLE_TRAIN_SEED0 + pool))
+    """Train the oracle on `pool` procedural images with exact masks, in a `rundir` training folder
+    (resumable: rerun the same command to continue, with more `steps` to extend). Writes the segmenter
+    and `oracle_log.json`; returns the log (losses, seconds, mIoU and IoU per class on held-out images)."""
     cfg = SegmenterConfig(num_classes=K, arch=arch, encoder=encoder, input_scale=input_scale, class_names=CLASS_NAMES,
                           encoder_depth=encoder_depth, decoder_channels=tuple(decoder_channels))
+    train = SegTrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr, checkpoint_every=checkpoint_every)
+    data_key = f"procedural:{ORACLE_TRAIN_SEED0}+{pool}"
+    run_hash = train.hash(cfg, data_key)
     torch.manual_seed(seed)
-    model = create_segmenter(cfg).to(device)
-    log = train_segmenter(model, images, masks, SegTrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr,
-                                                               checkpoint_every=checkpoint_every),
-                          out_dir=out_dir, progress=progress)
-    oracle = load_segmenter(out_dir).to(device)
-    log["real_miou"] = oracle_miou_on_real(oracle)
-    real, real_masks = real_images(500)
-    pred = predict(oracle, torch.from_numpy(real).permute(0, 3, 1, 2)).numpy()
-    log["real_iou"] = dict(zip(CLASS_NAMES, iou_per_class(confusion_matrix(pred, real_masks, K)).values()))
+    model = create_segmenter(cfg).to(device)  # a bad --arch / --encoder is refused before anything is written
+    with training_dir(out_dir, run_hash, can_overwrite=False) as out:
+        write_json(out / CONFIG_FILE, {"hash": run_hash, "config": asdict(train), "segmenter": asdict(cfg),
+                                       "data": data_key})
+        images, masks = render_batch(range(ORACLE_TRAIN_SEED0, ORACLE_TRAIN_SEED0 + pool))
+        log = train_segmenter(model, images, masks, train, out_dir=out, progress=progress)
+        oracle = load_segmenter(out).to(device)
+        log["real_miou"] = oracle_miou_on_real(oracle)
+        real, real_masks = real_images(500)
+        pred = predict(oracle, torch.from_numpy(real).permute(0, 3, 1, 2)).numpy()
+        log["real_iou"] = dict(zip(CLASS_NAMES, iou_per_class(confusion_matrix(pred, real_masks, K)).values()))
+        losses = log["loss"]
+        write_json(out / "oracle_log.json", {k: v for k, v in log.items() if k != "loss"} |
+                   {"loss_every_250": [float(sum(losses[i:i + 250]) / len(losses[i:i + 250]))
+                                       for i in range(0, len(losses), 250)]})
     return log
 
 
@@ -94,7 +107,6 @@ def sample_report(oracle: Segmenter, samples: np.ndarray, n_real: int | None = N
 def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int = 200, sampler: str = "ddim",
                   num_steps: int = 50, seed: int = 0, batch_size: int = 50, progress: bool = True) -> dict:
     """Sample `n` images, write `samples_grid.png` (samples over oracle overlays) and `sample_report.json`."""
-    from ..io import write_json
     from ..progress import progress_bar
     from ..report import image_grid, overlay, save_png
     seeds = [stream_seed(seed, "check-samples", i) for i in range(n)]  # never a run's or an annotation's samples
@@ -107,6 +119,8 @@ def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int =
     samples = torch.cat(batches).permute(0, 2, 3, 1).numpy()
     report = sample_report(oracle, samples)
     preds = report.pop("_sample_predictions")
+    if getattr(generator, "latent_based", False):  # a GAN samples in one pass: no sampler, no steps
+        sampler, num_steps = None, None
     report.update({"sampler": sampler, "sampling_steps": num_steps, "seed": seed, "model": generator.source})
     out = Path(out_dir)
     cols = 8

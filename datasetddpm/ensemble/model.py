@@ -60,6 +60,10 @@ class StackedLinear(nn.Module):
 
 @dataclass
 class EnsembleConfig:
+    """The checkpoint's record of the ensemble's shape and meaning. `members` is set from the training
+    config (`EnsembleTrainConfig.members`, the one option) by `direct.fit_ensemble`; it is here because a
+    loaded checkpoint must be rebuilt with it."""
+
     in_dim: int
     num_classes: int
     members: int = 10

@@ -24,9 +24,9 @@ from diffusers.training_utils import EMAModel
 from ..data.images import list_images, read_image
 from ..data.procedural import PROCEDURAL_POOL_SEED0, render
 from ..errors import InputError, OptionError
-from ..io import (atomic_path, load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors, write_json)
+from ..io import (load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors, write_json)
 from ..progress import progress_bar
-from ..rundir import training_dir
+from ..rundir import append_log, training_dir
 from .diffusion import save_checkpoint
 
 
@@ -171,15 +171,6 @@ def _restore(state, unet, ema: EMAModel, opt, device) -> int:
     return int(state["step"])
 
 
-def _write_log(path: Path, record: dict) -> None:
-    """Append one line to the loss log, first dropping lines past `record`'s step (written by a run that
-    was killed after logging but before its state save), so a resumed run's log equals an uninterrupted one."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < record["step"]]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(ln + "\n" for ln in kept) + json.dumps(record) + "\n")
-
-
 def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = False, progress: bool = True,
                device: str | torch.device = "cpu", log=print) -> Path:
     """Train (or resume) into `out_dir`; returns the directory holding the EMA checkpoint.
@@ -243,8 +234,8 @@ def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, *, overwrite: bool
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 # The state is written last: it is the commit point. A kill before it redoes these steps
                 # from the previous state, and the log line and EMA weights are rewritten the same.
-                _write_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
-                                      "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
+                append_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
+                                      "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}, "step")
                 from ..figures import plot_training_log
                 plot_training_log(log_file, out / "training_curves.png",
                                   f"train-ddpm: {Path(cfg.data).name}, batch {cfg.batch_size}")

@@ -32,10 +32,10 @@ from ..io import (
     write_json,
 )
 from ..progress import progress_bar
-from ..rundir import training_dir
+from ..rundir import append_log, training_dir
 from .stylegan2 import save_stylegan2
 from .stylegan2_net import StyleGAN2, StyleGAN2Config
-from .train_ddpm import _batch, _load_pool, _write_log
+from .train_ddpm import _batch, _load_pool
 
 
 @dataclass
@@ -241,8 +241,8 @@ def _train(out: Path, cfg: StyleGAN2TrainConfig, pool: np.ndarray, *, overwrite:
                                                   f"D {np.mean([r['loss_D'] for r in recent[-50:]]):.3f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 window = recent[-cfg.checkpoint_every:]
-                _write_log(log_file, {"step": step, **{k: float(np.mean([r[k] for r in window])) for k in window[0]},
-                                      "seconds": round(time.time() - t0, 1)})
+                append_log(log_file, {"step": step, **{k: float(np.mean([r[k] for r in window])) for k in window[0]},
+                                      "seconds": round(time.time() - t0, 1)}, "step")
                 save_stylegan2(out / "ema", m.G_ema, truncation_psi=cfg.truncation_psi,
                                extra={"training": {"step": step, "images_seen": step * cfg.batch_size,
                                                    "config_hash": cfg.hash(), "seed": cfg.seed}})

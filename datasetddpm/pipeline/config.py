@@ -22,6 +22,9 @@ class SampleConfig:
     sampling_steps: int = 50
     batch_size: int = 50  # part of the config: CPU kernels are not bit-identical across batch sizes
     shard_size: int = 500  # samples per shard (a multiple of batch_size)
+    # `label-images` runs: the user's real images take the samples' place (sampler "real-images")
+    images: str = ""  # their folder (absolute); "" for a generation run
+    images_digest: str = ""  # sha256 over every file name and its bytes: a changed folder is another run
 
     def validate(self) -> None:
         if self.n < 1:
@@ -31,7 +34,10 @@ class SampleConfig:
                                               f"got {self.shard_size}")
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        d = asdict(self)
+        if not self.images:  # generation runs keep the key they had before label-images existed
+            d.pop("images"), d.pop("images_digest")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def num_shards(self) -> int:

@@ -27,20 +27,22 @@ from .shards import ShardStore
 FAULT_ENV = "DATASETDDPM_FAULT_AFTER_BATCHES"  # tests: SIGKILL this process after N sampled batches
 
 
-def _ensemble_hash(ensemble_dir: str | Path) -> str:
+def ensemble_hash(ensemble_dir: str | Path) -> str:
     h = hashlib.sha256()
     for name in ("ensemble.json", "ensemble.safetensors"):
         h.update((Path(ensemble_dir) / name).read_bytes())
     return h.hexdigest()[:16]
 
 
-class _Labeller:
+class Labeller:
     """The ensemble and its generator on one device; labels a batch of images (numpy in, numpy out)."""
 
     def __init__(self, ensemble_dir: str | Path, generator=None, device: str | torch.device = "cpu"):
         self.ensemble = load_ensemble(ensemble_dir).to(device)
         spec = self.ensemble.cfg.feature_spec()
-        if generator is None:  # `label` over a finished run; `sample` passes its own (checked) generator
+        if spec is None:  # a colour ensemble (label-images) needs no generator
+            generator = None
+        elif generator is None:  # `label` over a finished run; `sample` passes its own (checked) generator
             generator = load_generator(self.ensemble.cfg.model or "embedded", device)
         self.source = FeatureSource(generator, spec)
         self.num_classes = self.ensemble.cfg.num_classes
@@ -55,7 +57,7 @@ class _Labeller:
             remember(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), seeds)
 
 
-def _committed_samples(store: ShardStore, cfg: SampleConfig, labels: bool) -> int:
+def committed_samples(store: ShardStore, cfg: SampleConfig, labels: bool) -> int:
     return sum(len(cfg.shard_range(k)) for k in range(cfg.num_shards) if store.committed(k, labels))
 
 
@@ -66,12 +68,12 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
     store = ShardStore(run_dir)
     fault_after = int(os.environ.get(FAULT_ENV, "0"))
     generator = load_generator(cfg.model, device) if do_sample else None
-    labeller = _Labeller(ensemble_dir, generator, device) if ensemble_dir else None
+    labeller = Labeller(ensemble_dir, generator, device) if ensemble_dir else None
     mine = [k for k in range(cfg.num_shards) if k % world == rank]
     batches_done = 0
     with progress_bar(progress and rank == 0) as bar:
         task = bar.add_task("sample" if do_sample else "label", total=cfg.n,
-                            completed=_committed_samples(store, cfg, labels=not do_sample), info="")
+                            completed=committed_samples(store, cfg, labels=not do_sample), info="")
         t0, made = time.time(), 0
         for k in mine:
             need_images = do_sample and not store.committed(k, run_hash=cfg.hash())
@@ -92,7 +94,7 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                         os.kill(os.getpid(), signal.SIGKILL)
                     if rank == 0:
                         rate = made / max(time.time() - t0, 1e-9)
-                        bar.update(task, completed=_committed_samples(store, cfg, False) + len(batch) + b,
+                        bar.update(task, completed=committed_samples(store, cfg, False) + len(batch) + b,
                                    info=f"{rate * world:.2f} samples/s")
                 images = np.concatenate(chunks)
                 store.write_samples(k, ids, [sample_seed(cfg.seed, i) for i in ids], images, cfg.hash())
@@ -104,7 +106,7 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                 seg = labeller(images)
                 store.write_labels(k, ids, seg.labels, seg.image_uncertainty, labeller.num_classes, labels_hash)
             if rank == 0:
-                bar.update(task, completed=_committed_samples(store, cfg, labels=not do_sample))
+                bar.update(task, completed=committed_samples(store, cfg, labels=not do_sample))
 
 
 def check_labeller(ensemble_dir: str | Path, generator) -> None:
@@ -156,7 +158,7 @@ def check_run_generator(run_dir: str | Path, generator: str | None) -> None:
         resolve_model(None, generator, read_json(Path(run_dir) / "manifest.json")["config"]["model"])
 
 
-def _claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
+def claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
                   overwrite: bool) -> None:
     if claim_manifest(run / "labels_manifest.json", "labels", {"ensemble": str(Path(ensemble_dir).resolve())},
                       labels_hash, overwrite=overwrite):
@@ -169,7 +171,7 @@ def _lock_holder() -> bool:
     return not torchrun_env() or os.environ.get("RANK") == "0"
 
 
-def _first_shard_bytes(cfg: SampleConfig, resolution: int) -> int:
+def first_shard_bytes(cfg: SampleConfig, resolution: int) -> int:
     return 2 * min(cfg.shard_size, cfg.n) * 3 * resolution * resolution  # images + masks, PNG at worst raw
 
 
@@ -182,22 +184,22 @@ def sample_run(run_dir: str | Path, cfg: SampleConfig, *, ensemble: str | Path |
     world, backend, device = resolve_world(workers, gpus, device)
     cfg, resolution = resolve_sample_config(cfg, ensemble)
     run = Path(run_dir)
-    check_output_dir(run, _first_shard_bytes(cfg, resolution))
+    check_output_dir(run, first_shard_bytes(cfg, resolution))
     store = ShardStore(run)
-    labels_hash = _ensemble_hash(ensemble) if ensemble else ""
+    labels_hash = ensemble_hash(ensemble) if ensemble else ""
 
     def prepare() -> None:
         if claim_manifest(run / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=overwrite):
             shutil.rmtree(store.root, ignore_errors=True)  # a different run: start from nothing
         store.clean_partials()
         if ensemble:
-            _claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
+            claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
 
     with run_lock(run, enabled=_lock_holder()):
         main = launch(_work, (str(run), asdict(cfg), str(ensemble) if ensemble else None, labels_hash, True, device,
                               progress), world=world, backend=backend, threads=threads, prepare=prepare)
-    return {"samples": _committed_samples(store, cfg, False),
-            "labelled": _committed_samples(store, cfg, True) if ensemble else 0, "main": main}
+    return {"samples": committed_samples(store, cfg, False),
+            "labelled": committed_samples(store, cfg, True) if ensemble else 0, "main": main}
 
 
 def label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gpus: int = 0, device: str = "cpu",
@@ -214,14 +216,14 @@ def label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gp
                                f"finish `datasetddpm sample` first")
     generator = load_generator(cfg.model)
     check_labeller(ensemble, generator)
-    check_output_dir(run, _first_shard_bytes(cfg, generator.resolution))
-    labels_hash = _ensemble_hash(ensemble)
+    check_output_dir(run, first_shard_bytes(cfg, generator.resolution))
+    labels_hash = ensemble_hash(ensemble)
 
     def prepare() -> None:
         store.clean_partials()
-        _claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
+        claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
 
     with run_lock(run, enabled=_lock_holder()):
         main = launch(_work, (str(run), asdict(cfg), str(ensemble), labels_hash, False, device, progress),
                       world=world, backend=backend, threads=threads, prepare=prepare)
-    return {"labelled": _committed_samples(store, cfg, True), "main": main}
+    return {"labelled": committed_samples(store, cfg, True), "main": main}

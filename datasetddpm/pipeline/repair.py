@@ -1,5 +1,6 @@
 """Repairing a run that `verify` found damaged: the run is deterministic, so the damaged shards are
-regenerated from their seeds (and relabelled with the run's ensemble) to the same bytes; stray files
+regenerated from their seeds (a label-images run: reread from its folder) and relabelled with the run's
+ensemble, to the same bytes; stray files
 are deleted and the index is rewritten with the card's settings.
 """
 
@@ -31,7 +32,12 @@ def repair_run(run_dir: str | Path, *, workers: int = 1, progress: bool = True) 
     # Seeds and batches are fixed ranges of the run's config, so the redone shards are the same bytes; with an
     # ensemble each one is labelled as it is made (the fused path writes the same masks as `label`).
     ensemble = checker.labels["config"]["ensemble"] if checker.labels else None
-    sample_run(run, checker.cfg, ensemble=ensemble, workers=workers, device="cpu", progress=progress)
+    if checker.cfg.images:  # a label-images run: its images are read again from their folder
+        from .real_images import label_images_run
+        label_images_run(checker.cfg.images, ensemble, run, batch_size=checker.cfg.batch_size,
+                         shard_size=checker.cfg.shard_size, progress=progress)
+    else:
+        sample_run(run, checker.cfg, ensemble=ensemble, workers=workers, device="cpu", progress=progress)
     if checker.card:
         finalize_run(run, drop_fraction=checker.card["drop_fraction"], max_pairs=checker.card["max_pairs"])
     return verify_run(run)

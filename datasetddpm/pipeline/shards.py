@@ -105,11 +105,15 @@ class ShardStore:
             return False
         return meta.get("labels_hash" if labels else "config_hash") == run_hash
 
-    def write_samples(self, k: int, ids: list[int], seeds: list[int], images: np.ndarray, config_hash: str) -> None:
+    def write_samples(self, k: int, ids: list[int], seeds: list[int | None], images: np.ndarray, config_hash: str,
+                      sources: list[str] | None = None) -> None:
+        """`sources`: for real images (`label-images`), the file each came from (their seed is None)."""
         files = {sample_name(i): png_bytes(im) for i, im in zip(ids, images)}
         write_files_atomically(self.images_dir(k), files)
-        write_json(self.sidecar(k), {"shard": k, "config_hash": config_hash, "samples": [
-            {"id": i, "seed": s, "image_sha256": sha256(files[sample_name(i)])} for i, s in zip(ids, seeds)]})
+        rows = [{"id": i, "seed": s, "image_sha256": sha256(files[sample_name(i)])} for i, s in zip(ids, seeds)]
+        for row, source in zip(rows, sources or ()):
+            row["source"] = source
+        write_json(self.sidecar(k), {"shard": k, "config_hash": config_hash, "samples": rows})
 
     def write_labels(self, k: int, ids: list[int], masks: np.ndarray, uncertainty: np.ndarray, num_classes: int,
                      labels_hash: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -12,13 +14,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors
+from ..io import load_tensors, save_tensors
 from ..progress import progress_bar
-from .model import Segmenter, save_segmenter
+from ..rundir import STATE_FILE, model_state, restore_model_state
+from .model import Segmenter, SegmenterConfig, save_segmenter
 
 
 @dataclass
 class SegTrainConfig:
+    """Step-based supervised training on in-memory arrays with exact masks (the embedded oracle,
+    `train-oracle`): a fixed number of steps, cosine decay, flips, no validation.
+
+    It stays apart from `train_deeplab.DeepLabTrainConfig`, the other segmenter trainer's config, on
+    purpose: that one is epoch-based on streamed generated pairs (albumentations, DDP, best epoch on
+    real images, `--real` mixing) and its field set is its resume hash, so taking this one's fields
+    (steps, cosine, flip, checkpoint_every) would change the hash of every existing DeepLab run. They
+    share batch size, learning rate and seed; both build the model from a `SegmenterConfig` (DeepLab's
+    arch, encoder and input scale are flat fields there: they are train-deeplab options and in its hash)."""
+
     steps: int = 2000
     batch_size: int = 8
     lr: float = 1e-3
@@ -27,19 +40,21 @@ class SegTrainConfig:
     flip: bool = True  # random horizontal flips
     checkpoint_every: int = 0  # with out_dir: save the training state every N steps; a rerun resumes there
 
+    def hash(self, model: SegmenterConfig, data_key: str) -> str:
+        """Resume key of a run in a folder (`rundir`): everything but the step count, so rerunning with
+        more `steps` extends a run."""
+        d = {**asdict(self), "model": asdict(model), "data": data_key}
+        d.pop("steps"), d.pop("checkpoint_every")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
 
 def _save_state(path: Path, model, opt, step: int, losses: list[float]) -> None:
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state.update(optimizer_tensors(opt))
-    state["step"] = torch.tensor(step)
-    state["losses"] = torch.tensor(losses, dtype=torch.float64)
-    save_tensors(path, state)
+    save_tensors(path, model_state(model, opt, step=step, losses=torch.tensor(losses, dtype=torch.float64)))
 
 
 def _restore_state(path: Path, model, opt) -> tuple[int, list[float]]:
     state = load_tensors(path)
-    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-    load_optimizer_tensors(opt, state)
+    restore_model_state(state, model, opt)
     return int(state["step"]), state["losses"].tolist()
 
 
@@ -55,7 +70,7 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n = len(images)
     log: dict = {"loss": [], "eval": []}
-    state_file = Path(out_dir) / "train_state.safetensors" if out_dir is not None and cfg.checkpoint_every else None
+    state_file = Path(out_dir) / STATE_FILE if out_dir is not None and cfg.checkpoint_every else None
     start = 0
     if state_file is not None and state_file.exists():
         start, log["loss"] = _restore_state(state_file, model, opt)

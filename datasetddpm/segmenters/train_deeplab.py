@@ -29,12 +29,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import DatasetDDPMError, OptionError
-from ..io import (atomic_path, json_tensor, load_optimizer_tensors, load_tensors, optimizer_tensors, read_json,
-                  save_tensors, tensor_json, write_json)
+from ..io import json_tensor, load_tensors, save_tensors, tensor_json, write_json
 from ..progress import progress_bar
+from ..rundir import (CONFIG_FILE, LOG_FILE, STATE_FILE, append_log, check_resume, model_state,
+                      restore_model_state)
 from .metrics import confusion_matrix, mean_iou
 from .model import ARCHITECTURES, Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
 
+RESUME_SHOWN = ("world", "amp")  # named when a resume is refused: the settings a rerun most often changes
 FAULT_ENV = "DATASETDDPM_DEEPLAB_FAULT_AFTER_STEPS"  # tests: SIGKILL rank 0 after N steps of this process
 _steps_this_process = [0]
 
@@ -163,8 +165,7 @@ def restore(run: _Run, state_file: Path) -> None:
     if not state_file.exists():
         return
     state = load_tensors(state_file)
-    run.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-    load_optimizer_tensors(run.opt, state)
+    restore_model_state(state, run.model, run.opt)
     if "scaler" in state and run.scaler.is_enabled():
         run.scaler.load_state_dict(tensor_json(state["scaler"]))
     run.start_epoch = int(state["epoch"])
@@ -172,10 +173,7 @@ def restore(run: _Run, state_file: Path) -> None:
 
 
 def save_state(path: Path, run: _Run, epoch: int) -> None:
-    state = {f"model.{k}": v for k, v in run.model.state_dict().items()}
-    state.update(optimizer_tensors(run.opt))
-    state["best"] = json_tensor(run.best)
-    state["epoch"] = torch.tensor(epoch)
+    state = model_state(run.model, run.opt, best=json_tensor(run.best), epoch=epoch)
     if run.scaler.is_enabled():
         state["scaler"] = json_tensor(run.scaler.state_dict())
     save_tensors(path, state)
@@ -209,15 +207,6 @@ def validate(model: Segmenter, val_images: np.ndarray, val_masks: np.ndarray, de
     return mean_iou(confusion_matrix(pred, val_masks, num_classes, ignore_label), ignore_label)
 
 
-def _append_log(path: Path, record: dict) -> None:
-    """One line per epoch; lines of epochs >= this one (from a run killed after logging but before saving
-    its state) are dropped first, so the log of a resumed run equals an uninterrupted run's."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] < record["epoch"]]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(ln + "\n" for ln in kept) + json.dumps(record) + "\n")
-
-
 def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir: str | Path,
                   cfg: DeepLabTrainConfig, *, num_classes: int, ignore_label: int = 255,
                   class_names: tuple[str, ...] = (), data_key: str = "", device: str | torch.device = "cpu",
@@ -235,17 +224,15 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
     device = torch.device(device)
     out = Path(out_dir)
     run_hash = cfg.hash(data_key, world, amp)
-    state_file = out / "train_state.safetensors"
-    check_resume(out, run_hash)
+    check_resume(out, run_hash, shown=RESUME_SHOWN, can_overwrite=False)
     seg_cfg = SegmenterConfig(num_classes=num_classes, arch=cfg.arch, encoder=cfg.encoder, input_scale=cfg.input_scale,
                               class_names=tuple(class_names), ignore_label=ignore_label)
     _check_pairs(pairs, cfg, seg_cfg, world)
     if rank == 0:
-        write_json(out / "train_config.json", {"hash": run_hash, "config": asdict(cfg), "data": data_key,
-                                               "world": world, "amp": amp,
-                                               "global_batch_size": cfg.batch_size * world})
+        write_json(out / CONFIG_FILE, {"hash": run_hash, "config": asdict(cfg), "data": data_key, "world": world,
+                                       "amp": amp, "global_batch_size": cfg.batch_size * world})
     run = build(cfg, seg_cfg, device, amp, distributed)
-    restore(run, state_file)
+    restore(run, out / STATE_FILE)
     dataset = AugmentedPairs(pairs, augment=cfg.augment, seed=cfg.seed, ignore_label=ignore_label)
     steps_per_epoch = len(dataset) // world // cfg.batch_size
     with progress_bar(progress and rank == 0) as bar:
@@ -285,18 +272,8 @@ def _end_epoch(run: _Run, out: Path, cfg: DeepLabTrainConfig, epoch: int, miou: 
     if miou > run.best["miou"]:
         run.best = {"miou": miou, "epoch": epoch}
         save_segmenter(out / "best", run.model, {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})
-    _append_log(out / "train_log.jsonl", {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
-                                         "seconds": round(seconds, 1)})
-    plot_training_log(out / "train_log.jsonl", out / "training_curves.png", f"train-deeplab: {cfg.arch} {cfg.encoder}")
-    save_state(out / "train_state.safetensors", run, epoch + 1)
+    append_log(out / LOG_FILE, {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
+                                "seconds": round(seconds, 1)}, key="epoch")
+    plot_training_log(out / LOG_FILE, out / "training_curves.png", f"train-deeplab: {cfg.arch} {cfg.encoder}")
+    save_state(out / STATE_FILE, run, epoch + 1)
 
-
-def check_resume(out: Path, run_hash: str) -> None:
-    """Refuse an output folder that holds a training run with another config (or world size, or AMP)."""
-    config_file = out / "train_config.json"
-    if config_file.exists():
-        previous = read_json(config_file)
-        if previous.get("hash") != run_hash:
-            raise DatasetDDPMError(f"{out}: holds a training run with a different config (world {previous.get('world')}, "
-                                   f"amp {previous.get('amp')}, hash {previous.get('hash')}); rerun with the same "
-                                   "options to resume, or use another --out")

@@ -28,6 +28,7 @@ from ..io import write_json
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
+from .common import deeplab_confusions
 from .stats import auroc, hierarchical_bootstrap, miou_of, per_item_confusions
 
 
@@ -88,7 +89,6 @@ def _deeplab_runs(out: Path, run: Path, data, cfg: FilterStudyConfig, test, drop
     finalized with that drop)."""
     from ..segmenters.train_deeplab import DeepLabTrainConfig
     from ..workflows import train_deeplab_run
-    from .samplers import _deeplab_confusions
     runs = []
     for seed in cfg.deeplab_seeds:
         d = out / f"drop-{drop:.2f}" / f"seed-{seed}"
@@ -97,7 +97,7 @@ def _deeplab_runs(out: Path, run: Path, data, cfg: FilterStudyConfig, test, drop
             dl = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=seed,
                                     batch_size=cfg.deeplab_batch)
             train_deeplab_run(run, data, d, dl, workers=workers, device=device, threads=threads, progress=progress)
-            np.save(saved, _deeplab_confusions(d, test, num_classes, ignore_label))
+            np.save(saved, deeplab_confusions(d, test, num_classes, ignore_label))
         runs.append(np.load(saved))
     return np.stack(runs)
 

@@ -28,7 +28,7 @@ class LabelledCountConfig:
     counts: tuple[int, ...] = (5, 10, 20, 40)
     seeds: tuple[int, ...] = (0, 1, 2)
     test_images: int = 200
-    members: int = 10
+    members: int = 10  # EnsembleTrainConfig.members of every ensemble of the study (flat: study_config.json)
 
     @classmethod
     def quick(cls, model: str | None) -> "LabelledCountConfig":

@@ -30,7 +30,8 @@ from ..io import read_json, write_json
 from ..pipeline.config import SampleConfig, sample_seed
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import label_run, sample_run
-from ..segmenters.model import load_segmenter, predict
+from ..segmenters.model import load_segmenter
+from .common import deeplab_confusions
 from .stats import miou_of, paired_bootstrap, per_item_confusions
 
 
@@ -89,12 +90,6 @@ def _label_quality(run: Path, oracle, num_classes: int) -> tuple[np.ndarray, dic
     return confusions, {"oracle_flip_consistency_miou": stats["flip_consistency_miou"],
                         "label_miou_all": miou_of(confusions), "label_miou_kept": miou_of(confusions[kept]),
                         "kept": int(kept.sum())}
-
-
-def _deeplab_confusions(deeplab_dir: Path, test, num_classes: int, ignore_label: int) -> np.ndarray:
-    model = load_segmenter(deeplab_dir / "best")
-    pred = predict(model, torch.from_numpy(test.images).permute(0, 3, 1, 2), batch_size=32).numpy()
-    return per_item_confusions(pred, test.masks, num_classes, ignore_label)
 
 
 def time_samplers(generator, settings, seeds: list[int]) -> dict[str, float]:
@@ -164,7 +159,7 @@ def _measure_setting(d: Path, s, cfg: SamplerStudyConfig, ensemble, data, genera
     np.save(d / "label_confusions.npy", label_cms)
     deeplab_cfg = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=cfg.seed)
     train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, device=device, threads=threads, progress=progress)
-    test_cms = _deeplab_confusions(d / "deeplab", test, K, ignore)
+    test_cms = deeplab_confusions(d / "deeplab", test, K, ignore)
     np.save(d / "test_confusions.npy", test_cms)
     row = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),
            "pairs": card["counts"]["kept"], **label_stats, "deeplab_miou": miou_of(test_cms, ignore),

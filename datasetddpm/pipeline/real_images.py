@@ -1,0 +1,110 @@
+"""`datasetddpm label-images`: the ensemble labels a folder of the user's own unlabelled real images
+into the layout of a generation run (shards, JS scores, labels manifest), so `finalize`, `verify`,
+`train-deeplab`, `export` and `label` (relabel with another ensemble) work on it unchanged.
+
+Real images avoid the generator's weak spots (blurry samples, missing small parts) at the price of
+needing the images; a DeepLab trained on them distils the ensemble (DreamTeacher-style). Sample i of
+the run is the i-th image of the folder in name order; its shard sidecar names the file it came from.
+A StyleGAN2 ensemble cannot label real images: its features come from latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..data.images import list_images, read_image
+from ..ensemble.model import load_ensemble
+from ..errors import InputError
+from ..generators.loading import load_generator
+from ..io import check_output_dir, run_lock
+from ..progress import progress_bar
+from .config import SampleConfig, claim_manifest
+from .generate import Labeller, check_labeller, claim_labels, committed_samples, ensemble_hash, first_shard_bytes
+from .shards import ShardStore
+
+SAMPLER = "real-images"  # the manifest's sampler field for a run made from real images
+
+
+def scan_images(images_dir: str | Path, resolution: int | None) -> tuple[list[Path], str, int]:
+    """Every image of the folder decodes and is `resolution` px square (any one size when None; one line
+    naming the first that is not); returns the paths in name order, a digest of their names and bytes,
+    and the side. Images are not kept: a large folder is read twice, never held whole."""
+    paths = list_images(images_dir)
+    if not paths:
+        raise InputError(images_dir, "no .png/.jpg images found")
+    digest = hashlib.sha256()
+    for p in paths:
+        image = read_image(p)
+        resolution = resolution or image.shape[0]
+        if image.shape[:2] != (resolution, resolution):
+            raise InputError(p, f"image is {image.shape[1]}x{image.shape[0]} but the ensemble takes "
+                                f"{resolution}x{resolution} (square) images: resize the images")
+        digest.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    return paths, digest.hexdigest()[:16], resolution
+
+
+def images_config(images_dir: str | Path, ensemble_dir: str | Path, *, batch_size: int = 50,
+                  shard_size: int = 500) -> tuple[SampleConfig, list[Path], int]:
+    """The run config of labelling `images_dir` with `ensemble_dir`, the image paths and their side;
+    every input checked, nothing written. A colour ensemble needs no generator."""
+    ens = load_ensemble(ensemble_dir).cfg
+    model, resolution = "", ens.resolution or None
+    if ens.feature_spec() is not None:
+        generator = load_generator(ens.model or "embedded")
+        if getattr(generator, "latent_based", False):
+            raise InputError(Path(ensemble_dir) / "ensemble.json",
+                             "is a StyleGAN2 (DatasetGAN) ensemble: its features come from latents, and real images "
+                             "have none (that would need GAN inversion, which is not supported); label real images "
+                             "with an ensemble on diffusion features")
+        check_labeller(ensemble_dir, generator)
+        model, resolution = generator.source, generator.resolution
+    paths, digest, resolution = scan_images(images_dir, resolution)
+    cfg = SampleConfig(model=model, n=len(paths), seed=0, sampler=SAMPLER, sampling_steps=0,
+                       batch_size=batch_size, shard_size=shard_size, images=str(Path(images_dir).resolve()),
+                       images_digest=digest)
+    cfg.validate()
+    return cfg, paths, resolution
+
+
+def label_images_run(images_dir: str | Path, ensemble_dir: str | Path, run_dir: str | Path, *,
+                     batch_size: int = 50, shard_size: int = 500, device: str = "cpu", overwrite: bool = False,
+                     progress: bool = True) -> dict:
+    """Label every image of `images_dir` into the run folder `run_dir`, a shard at a time; resumable
+    (rerun the same command), and a changed folder or ensemble is refused unless `overwrite`."""
+    cfg, paths, resolution = images_config(images_dir, ensemble_dir, batch_size=batch_size, shard_size=shard_size)
+    run = Path(run_dir)
+    check_output_dir(run, first_shard_bytes(cfg, resolution))
+    store = ShardStore(run)
+    labels_hash = ensemble_hash(ensemble_dir)
+    with run_lock(run):
+        if claim_manifest(run / "manifest.json", "images", asdict(cfg), cfg.hash(), overwrite=overwrite):
+            shutil.rmtree(store.root, ignore_errors=True)  # another folder or settings: start from nothing
+        store.clean_partials()
+        claim_labels(run, ensemble_dir, cfg, store, labels_hash, overwrite)
+        labeller = Labeller(ensemble_dir, load_generator(cfg.model, device) if cfg.model else None, device)
+        with progress_bar(progress) as bar:
+            task = bar.add_task("label-images", total=cfg.n, completed=committed_samples(store, cfg, True), info="")
+            for k in range(cfg.num_shards):
+                _label_shard(store, cfg, k, paths, labeller, labels_hash)
+                bar.update(task, completed=committed_samples(store, cfg, True))
+    return {"images": cfg.n, "labelled": committed_samples(store, cfg, True)}
+
+
+def _label_shard(store: ShardStore, cfg: SampleConfig, k: int, paths: list[Path], labeller: Labeller,
+                 labels_hash: str) -> None:
+    need_images = not store.committed(k, run_hash=cfg.hash())
+    if not need_images and store.committed(k, True, labels_hash):
+        return
+    ids = list(cfg.shard_range(k))
+    if need_images:
+        images = np.stack([read_image(paths[i]) for i in ids])
+        store.write_samples(k, ids, [None] * len(ids), images, cfg.hash(), sources=[paths[i].name for i in ids])
+    else:
+        ids, images = store.read_images(k)
+    seg = labeller(images)
+    store.write_labels(k, ids, seg.labels, seg.image_uncertainty, labeller.num_classes, labels_hash)
