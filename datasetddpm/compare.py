@@ -14,6 +14,7 @@ import torch
 
 from .data.folders import read_labelled, resolve_split
 from .direct import evaluate_labels, segment
+from .environment import provenance
 from .ensemble.model import load_ensemble
 from .errors import InputError
 from .io import atomic_path, check_output_dir, read_json, write_json
@@ -55,7 +56,7 @@ def compare(ensemble_dir: str | Path, segmenter_dir: str | Path | dict, data: st
     report = {"test_images": n, "data": str(data), "ensemble": str(ensemble_dir),
               "segmenter": str(next(iter(folders.values()))), "segmenters": {k: str(v) for k, v in folders.items()},
               "protocol": "reference mIoU: per-class intersections/unions summed over the test set; ignore label "
-                          "skipped; absent classes count as 0", "methods": rows}
+                          "skipped; absent classes count as 0", "methods": rows, **provenance()}
     _write_outputs(Path(out_dir), report, test, predictions, cfg, folders, model=model, limit=limit, device=device)
     return report
 

@@ -188,7 +188,8 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
                         features=preset.features.to_dict(), direct=direct, datasetddpm=pipeline,
                         timings_seconds={k: round(v, 1) for k, v in timer.stages.items()},
                         total_seconds=round(sum(timer.stages.values()), 1))
-    write_json(out / "demo.json", report.to_dict())
+    from .environment import provenance
+    write_json(out / "demo.json", {**report.to_dict(), **provenance()})  # what made the numbers, and where
     return report
 
 

@@ -61,7 +61,7 @@ def demo_direct(d: dict) -> str:
         lines.append(f"| {method} | {_pct(r['miou_mean'])} ± {_pct(r['miou_std'])} | "
                      + " | ".join(_pct(v, 0) for v in per_class) + " |")
     seeds = ", ".join(f"{m}: " + ", ".join(_pct(run["miou"]) for run in r["runs"]) for m, r in direct.items())
-    return "\n".join(lines) + f"\n\nPer seed ({len(d['seeds'])} seeds) — {seeds}."
+    return _with_provenance("\n".join(lines) + f"\n\nPer seed ({len(d['seeds'])} seeds) — {seeds}.", d)
 
 
 def samples_vs_real(d: dict) -> str:
@@ -94,6 +94,11 @@ def _with_provenance(table: str, d: dict) -> str:
     return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']})." if d.get("command") else "")
 
 
+def compare_view(d: dict) -> str:
+    from .compare import compare_markdown
+    return _with_provenance(compare_markdown(d), d)
+
+
 def study_suggest(d: dict) -> str:
     from .studies.suggest import suggest_markdown
     return _with_provenance(suggest_markdown(d), d)
@@ -116,7 +121,7 @@ def study_filter(d: dict) -> str:
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
          "samples-vs-real": samples_vs_real, "samplers": samplers, "suggest": study_suggest, "main": study_main,
-         "labelled-count": study_labelled_count, "filter": study_filter}
+         "labelled-count": study_labelled_count, "filter": study_filter, "compare": compare_view}
 
 
 def render(path: str | Path, view: str) -> str:

@@ -228,7 +228,10 @@ def _deeplab_worker(rank: int, world: int, run: str, val: str, out: str, cfg_dic
 
 def _deeplab_data_key(card: dict) -> str:
     """What DeepLab trains on, for its resume hash: the run's generation config and its labels."""
-    return f"{card['config_hash']}/{card['labels_hash']}"
+    key = f"{card['config_hash']}/{card['labels_hash']}"
+    if card.get("prefer_classes"):  # mined pairs are other pairs (keys of plain runs stay as they were)
+        key += "/prefer:" + ",".join(card["prefer_classes"])
+    return key
 
 
 def deeplab_config(preset: str | None = None, **options):

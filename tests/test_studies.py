@@ -170,3 +170,52 @@ def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     assert "| DatasetGAN | annotated StyleGAN2 samples |" in (out / "study.md").read_text()
     one_line_error(run("study", "main", "--data", tiny_dataset, "--out", tmp_path / "x", "--model", tiny_model_dir,
                        "--gan", tiny_model_dir, "--quick"), "--gan", "not a StyleGAN2")
+
+
+def test_mining_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
+    from conftest import one_line_error, run
+    out = tmp_path / "mine"
+    r = run("study", "mining", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--out", out, "--model",
+            tiny_model_dir, "--prefer-classes", "f,g", "--quick", "--quiet", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    plain, mined = (json.loads((out / f"run-{a}" / "dataset_card.json").read_text()) for a in ("least-uncertain", "mined"))
+    assert mined["prefer_classes"] == ["f", "g"] and "prefer_classes" not in plain
+    assert plain["counts"]["kept"] == mined["counts"]["kept"] == 4  # the same number of pairs in both arms
+    # Mining keeps at least as many preferred-class pixels as the plain filter, over the same samples.
+    share = {a: sum(c["class_balance"][n]["kept_pixel_share"] for n in "fg") for a, c in (("plain", plain), ("mined", mined))}
+    assert share["mined"] >= share["plain"]
+    for arm, row in report["arms"].items():
+        cms = np.load(out / f"deeplab-{arm.replace(' ', '-')}" / "seed-0" / "test_confusions.npy")
+        assert abs(row["miou_mean"] - miou_of(cms)) < 1e-12
+    d = report["arms"]["mined"]["vs_least_uncertain"]["difference"]
+    assert abs(d - (report["arms"]["mined"]["miou_mean"] - report["arms"]["least uncertain"]["miou_mean"])) < 1e-12
+    one_line_error(run("study", "mining", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--out", tmp_path / "x",
+                       "--model", tiny_model_dir, "--n", 10, "--pairs", 10), "--pairs", "90 % of --n 10")
+
+
+def test_real_images_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
+    from conftest import one_line_error, run
+    from datasetddpm.data.images import write_image
+    from datasetddpm.data.procedural import render_batch
+    unlabelled = tmp_path / "u"
+    for i, image in enumerate(render_batch(range(500, 505), 32)[0]):
+        write_image(unlabelled / f"u_{i}.png", image)
+    out = tmp_path / "ri"
+    args = ("study", "real-images", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--out", out, "--model",
+            tiny_model_dir, "--quiet", "--threads", 1)
+    r = run(*args, "--images", unlabelled, "--quick")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    cards = {a: json.loads((out / f"run-{a.replace(' ', '-')}" / "dataset_card.json").read_text()) for a in report["arms"]}
+    assert [c["counts"]["generated"] for c in cards.values()] == [4, 4, 8]  # ceil(3 / 0.9) each; both: the union
+    assert [c["counts"]["kept"] for c in cards.values()] == [3, 3, 6]
+    assert cards["real unlabelled"]["sampler"] == "real-images" and cards["synthetic"]["sampler"] == "ddim"
+    rows = [json.loads(x) for x in (out / "run-both" / "index.jsonl").read_text().splitlines()]
+    assert sorted(r["source"].split("_")[0] for r in rows) == ["real"] * 4 + ["synthetic"] * 4
+    for arm, row in report["arms"].items():
+        cms = np.load(out / f"deeplab-{arm.replace(' ', '-')}" / "seed-0" / "test_confusions.npy")
+        assert abs(row["miou_mean"] - miou_of(cms)) < 1e-12
+        if arm != "synthetic":
+            assert abs(row["vs_synthetic"]["difference"] - (row["miou_mean"] - report["arms"]["synthetic"]["miou_mean"])) < 1e-12
+    one_line_error(run(*args, "--images", unlabelled, "--pairs", 9), "--images", "holds 5 images", "needs 10")

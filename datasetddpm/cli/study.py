@@ -158,3 +158,61 @@ def main_command(
         deeplab_epochs=deeplab_epochs, input_scale=input_scale)
     run_main_study(out, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())
+
+
+@command("mining", group=study_app)
+def mining_command(
+    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples.")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    out: opt.Out = Path("runs/study_mining"),
+    prefer_classes: Annotated[str, typer.Option(help="Classes to mine for (names or ids).")] = "eye,beak",
+    n: Annotated[int, typer.Option(help="Samples (one run, labelled once).")] = 2224,
+    pairs: Annotated[int, typer.Option(help="Pairs each arm keeps.")] = 1000,
+    deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per arm.")] = "0,1,2",
+    model: opt.Model = "embedded",
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run.")] = 6,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Rare-part mining: DeepLab on the pairs richest in --prefer-classes vs on the least uncertain ones,
+    at the same number of pairs, per-class IoU over seeds with intervals."""
+    from ..studies.mining import MiningStudyConfig, run_mining_study
+    opt.set_threads(threads)
+    cfg = MiningStudyConfig.quick(model, prefer_classes) if quick else MiningStudyConfig(
+        model=model, prefer=prefer_classes, n=n, pairs=pairs, seed=seed, deeplab_epochs=deeplab_epochs,
+        deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    run_mining_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+@command("real-images", group=study_app)
+def real_images_command(
+    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels samples and real images (diffusion features).")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    images: Annotated[Path, typer.Option(help="Unlabelled real images (the first ceil(pairs / 0.9) in name order are used).")],
+    out: opt.Out = Path("runs/study_real_images"),
+    pairs: Annotated[int, typer.Option(help="Pairs the synthetic and the real arm keep (both: twice as many).")] = 500,
+    deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per arm.")] = "0,1,2",
+    model: opt.Model = "embedded",
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run.")] = 6,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """DeepLab on labelled samples vs on your unlabelled real images labelled by the same ensemble vs both,
+    over seeds with intervals: is sampling worth it when real images are at hand?"""
+    from ..studies.real_images import RealImagesStudyConfig, run_real_images_study
+    opt.set_threads(threads)
+    cfg = RealImagesStudyConfig.quick(model) if quick else RealImagesStudyConfig(
+        model=model, pairs=pairs, seed=seed, deeplab_epochs=deeplab_epochs,
+        deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    run_real_images_study(out, ensemble, data, images, cfg, workers=workers, threads=threads, device=device,
+                          progress=not quiet)
+    typer.echo((out / "study.md").read_text())

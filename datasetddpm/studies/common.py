@@ -1,7 +1,9 @@
-"""What several studies share: the test-set confusions of a trained DeepLab."""
+"""What several studies share: the labelled splits of a dataset root, and the test-set confusions of a
+trained DeepLab."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,3 +18,71 @@ def deeplab_confusions(deeplab_dir: str | Path, test, num_classes: int, ignore_l
     model = load_segmenter(Path(deeplab_dir) / "best")
     pred = predict(model, torch.from_numpy(test.images).permute(0, 3, 1, 2), batch_size=32).numpy()
     return per_item_confusions(pred, test.masks, num_classes, ignore_label)
+
+
+def train_and_test(data: str | Path, problem, test_images: int | None):
+    """The labelled `real/train` and (the first `test_images` of) `real/test` splits of `data`, at the
+    problem's classes and image size: one-line errors for a bad file, before any study writes."""
+    from ..data.folders import read_labelled, resolve_split
+    K, ignore, side = problem.num_classes, problem.ignore_label, problem.resolution
+    return (read_labelled(resolve_split(data, "train"), K, ignore, resolution=side),
+            read_labelled(resolve_split(data, "test"), K, ignore, test_images, resolution=side))
+
+
+def copy_run(source: str | Path, target: str | Path) -> Path:
+    """A second run folder over the same samples (manifest and shards; hard links where the file system
+    allows, the files are never rewritten in place), to label or finalize differently beside the first."""
+    import os
+    import shutil
+    source, target = Path(source), Path(target)
+    if not (target / "manifest.json").is_file():
+        def link(src, dst):
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+        shutil.copytree(source / "shards", target / "shards", copy_function=link, dirs_exist_ok=True)
+        for name in ("labels_manifest.json", "manifest.json"):  # the manifest last: it marks the copy done
+            if (source / name).is_file():
+                shutil.copyfile(source / name, target / name)
+    return target
+
+
+def deeplab_over_seeds(run: str | Path, data: str | Path, out: str | Path, test, seeds, *, epochs: int,
+                       input_scale: int, batch_size: int, num_classes: int, ignore_label: int, workers: int = 1,
+                       threads: int | None = None, device: str = "cpu", progress: bool = True) -> np.ndarray:
+    """(seeds, test images, K, K): DeepLabV3 trained on a finalized run's kept pairs once per training
+    seed (into out/seed-S, epoch picked on data's real/train), scored on `test`; kept and reused."""
+    from ..segmenters.train_deeplab import DeepLabTrainConfig
+    from ..workflows import train_deeplab_run
+    runs = []
+    for seed in seeds:
+        d = Path(out) / f"seed-{seed}"
+        saved = d / "test_confusions.npy"
+        if not saved.is_file():
+            cfg = DeepLabTrainConfig(epochs=epochs, input_scale=input_scale, seed=seed, batch_size=batch_size)
+            train_deeplab_run(run, data, d, cfg, workers=workers, device=device, threads=threads, progress=progress)
+            np.save(saved, deeplab_confusions(d, test, num_classes, ignore_label))
+        runs.append(np.load(saved))
+    return np.stack(runs)
+
+
+@dataclass
+class SampleAndDeepLab:
+    """Settings every study that samples, labels and trains DeepLabV3 over seeds shares (defaults: the demo's)."""
+
+    model: str = "embedded"
+    seed: int = 0  # the sample run's seed
+    sampler: str = "ddim"
+    sampling_steps: int = 20
+    batch_size: int = 50
+    shard_size: int = 100
+    deeplab_seeds: tuple[int, ...] = (0, 1, 2)
+    deeplab_epochs: int = 6
+    deeplab_batch: int = 8
+    input_scale: int = 2
+    bootstrap: int = 2000
+
+
+QUICK_SAMPLE_AND_DEEPLAB = dict(sampling_steps=2, deeplab_seeds=(0,), deeplab_epochs=1, deeplab_batch=2,
+                                input_scale=1, bootstrap=50)  # tiny sizes: every stage runs, nothing is measured

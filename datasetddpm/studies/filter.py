@@ -28,7 +28,7 @@ from ..io import write_json
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
-from .common import deeplab_confusions
+from .common import deeplab_over_seeds
 from .stats import auroc, hierarchical_bootstrap, miou_of, per_item_confusions
 
 
@@ -83,25 +83,6 @@ def _uncertainty_vs_oracle(run: Path, ensemble_dir: Path, oracle, device) -> dic
             "label_miou_by_drop": {}, "_confusions": confusions}
 
 
-def _deeplab_runs(out: Path, run: Path, data, cfg: FilterStudyConfig, test, drop: float, num_classes: int,
-                  ignore_label: int, *, workers, threads, device, progress) -> np.ndarray:
-    """(seeds, test images, K, K) confusions of DeepLab trained on the pairs kept at `drop` (the run
-    finalized with that drop)."""
-    from ..segmenters.train_deeplab import DeepLabTrainConfig
-    from ..workflows import train_deeplab_run
-    runs = []
-    for seed in cfg.deeplab_seeds:
-        d = out / f"drop-{drop:.2f}" / f"seed-{seed}"
-        saved = d / "test_confusions.npy"
-        if not saved.is_file():
-            dl = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=seed,
-                                    batch_size=cfg.deeplab_batch)
-            train_deeplab_run(run, data, d, dl, workers=workers, device=device, threads=threads, progress=progress)
-            np.save(saved, deeplab_confusions(d, test, num_classes, ignore_label))
-        runs.append(np.load(saved))
-    return np.stack(runs)
-
-
 def run_filter_study(out_dir: str | Path, ensemble: str | Path, data: str | Path, cfg: FilterStudyConfig, *,
                      workers: int = 1, threads: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
     from ..devices import resolve_device
@@ -127,8 +108,10 @@ def run_filter_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
         finalize_run(run, drop_fraction=drop)
         kept = np.array([r["kept"] for r in GeneratedPairs(run, kept_only=False).rows])
         quality["label_miou_by_drop"][f"{drop:.2f}"] = miou_of(confusions[kept])
-        runs = _deeplab_runs(out, run, data, cfg, test, drop, ens.num_classes, ens.ignore_label, workers=workers,
-                             threads=threads, device=str(dev), progress=progress)
+        runs = deeplab_over_seeds(run, data, out / f"drop-{drop:.2f}", test, cfg.deeplab_seeds,
+                                  epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, batch_size=cfg.deeplab_batch,
+                                  num_classes=ens.num_classes, ignore_label=ens.ignore_label, workers=workers,
+                                  threads=threads, device=str(dev), progress=progress)
         per_seed = [miou_of(r, ens.ignore_label) for r in runs]
         rows[f"{drop:.2f}"] = {"drop": drop, "pairs": int(kept.sum()), "deeplab_miou_mean": float(np.mean(per_seed)),
                                "deeplab_miou_std": float(np.std(per_seed)), "deeplab_miou_per_seed": per_seed}

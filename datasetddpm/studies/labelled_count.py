@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folders import read_labelled, resolve_split
-from ..direct import CachedSource, evaluate_labels, fit_ensemble, segment
+from ..direct import PerImageCache, evaluate_labels, fit_ensemble, segment
 from ..ensemble.train import EnsembleTrainConfig
 from ..errors import OptionError
 from ..io import read_json, write_json
 from ..seeds import stream_seed
+from .common import train_and_test
 
 
 @dataclass
@@ -47,14 +47,11 @@ def run_labelled_count_study(out_dir: str | Path, data: str | Path, cfg: Labelle
     from ..workflows import resolve_problem, source_for
     out = Path(out_dir)
     problem = resolve_problem(cfg.preset, model=cfg.model)
-    train = read_labelled(resolve_split(data, "train"), problem.num_classes, problem.ignore_label,
-                          resolution=problem.resolution)
+    train, test = train_and_test(data, problem, cfg.test_images)
     if not cfg.counts or max(cfg.counts) > len(train) or min(cfg.counts) < 1:
         raise OptionError("--counts", f"need counts in [1, {len(train)}] (the labelled images in {data}), "
                                       f"got {list(cfg.counts)}")
-    test = read_labelled(resolve_split(data, "test"), problem.num_classes, problem.ignore_label, cfg.test_images,
-                         resolution=problem.resolution)
-    source = CachedSource(source_for(problem, device=device))
+    source = PerImageCache(source_for(problem, device=device))
     write_json(out / "study_config.json", {"study": "labelled-count", **asdict(cfg), "data": str(data)})
     rows = {}
     for count in cfg.counts:

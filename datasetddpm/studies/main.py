@@ -21,7 +21,6 @@ ensemble, run, DeepLab and score is kept and reused.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,12 +136,10 @@ class _Study:
         from ..pipeline.generate import label_run
         from ..segmenters.train_deeplab import DeepLabTrainConfig
         from ..workflows import train_deeplab_run
-        from .common import deeplab_confusions
+        from .common import copy_run, deeplab_confusions
         samples = self.samples("gan" if row == GAN else "ddpm")
         run = self.out / f"seed-{seed}" / f"run-{_slug(row)}"
-        if not (run / "manifest.json").is_file():
-            shutil.copytree(samples / "shards", run / "shards", dirs_exist_ok=True)
-            shutil.copyfile(samples / "manifest.json", run / "manifest.json")
+        copy_run(samples, run)
         label_run(run, ensemble_dir, workers=self.workers if self.device.type == "cpu" else 1,
                   device=str(self.device), threads=self.threads, progress=self.progress)
         finalize_run(run, max_pairs=self.cfg.pairs)
@@ -218,11 +215,13 @@ def _interval(d: dict | None) -> str:
 
 def main_markdown(report: dict) -> str:
     names = list(next(iter(report["rows"].values()))["iou_mean"])
-    lines = [f"| method | ensemble trained on | mIoU (mean ± std, {len(report['seeds'])} seeds) | "
-             "Δ vs its labeller's direct mode (95 % CI) | " + " | ".join(names) + " |",
+    seeds = len(report["seeds"])
+    lines = [f"| method | ensemble trained on | mIoU ({'mean ± std, ' if seeds > 1 else ''}{seeds} "
+             f"seed{'s' if seeds > 1 else ''}) | Δ vs its labeller's direct mode (95 % CI) | " + " | ".join(names) + " |",
              "|---|---|---:|---|" + "---:|" * len(names)]
     for row, r in report["rows"].items():
-        lines.append(f"| {row} | {r['trained_on']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
+        spread = f" ± {100 * r['miou_std']:.1f}" if seeds > 1 else ""
+        lines.append(f"| {row} | {r['trained_on']} | {100 * r['miou_mean']:.1f}{spread} | "
                      f"{_interval(r.get('vs_labeller'))} | " + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values())
                      + " |")
     gan = report["rows"].get(GAN, {}).get("vs_datasetddpm_paper")

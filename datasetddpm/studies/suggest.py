@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folders import read_labelled, resolve_split
 from ..direct import PerImageCache, fit_ensemble, segment
 from ..ensemble.train import EnsembleTrainConfig
 from ..errors import OptionError
 from ..io import read_json, write_json
 from ..segmenters.metrics import iou_per_class
 from ..seeds import stream_seed
+from .common import train_and_test
 from ..suggest import choose
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
 
@@ -67,13 +67,10 @@ def run_suggest_study(out_dir: str | Path, data: str | Path, cfg: SuggestStudyCo
     from ..workflows import resolve_problem, source_for
     out = Path(out_dir)
     problem = resolve_problem(cfg.preset, model=cfg.model)
-    pool = read_labelled(resolve_split(data, "train"), problem.num_classes, problem.ignore_label,
-                         resolution=problem.resolution)
+    pool, test = train_and_test(data, problem, cfg.test_images)
     if cfg.start < 1 or cfg.add < 1 or cfg.start + cfg.add > len(pool):
         raise OptionError("--start/--add", f"need start + add <= {len(pool)} (the labelled pool in {data}), got "
                                            f"{cfg.start} + {cfg.add}")
-    test = read_labelled(resolve_split(data, "test"), problem.num_classes, problem.ignore_label, cfg.test_images,
-                         resolution=problem.resolution)
     source = PerImageCache(source_for(problem, device=device))
     write_json(out / "study_config.json", {"study": "suggest", **asdict(cfg), "data": str(data)})
 
