@@ -94,6 +94,11 @@ def _with_provenance(table: str, d: dict) -> str:
     return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']})." if d.get("command") else "")
 
 
+def study_mining(d: dict) -> str:
+    from .studies.mining import mining_markdown
+    return _with_provenance(mining_markdown(d), d)
+
+
 def compare_view(d: dict) -> str:
     from .compare import compare_markdown
     return _with_provenance(compare_markdown(d), d)
@@ -121,7 +126,8 @@ def study_filter(d: dict) -> str:
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
          "samples-vs-real": samples_vs_real, "samplers": samplers, "suggest": study_suggest, "main": study_main,
-         "labelled-count": study_labelled_count, "filter": study_filter, "compare": compare_view}
+         "labelled-count": study_labelled_count, "filter": study_filter, "compare": compare_view,
+         "mining": study_mining}
 
 
 def render(path: str | Path, view: str) -> str:

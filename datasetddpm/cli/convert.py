@@ -24,6 +24,5 @@ def convert_adm_command(
     from ..generators.loading import load_generator
     folder = convert_adm(checkpoint, flags, out, overwrite=overwrite)
     generator = load_generator(folder)
-    params = sum(p.numel() for p in generator.unet.parameters())
-    typer.echo(f"diffusers model: {folder} ({params / 1e6:.1f}M parameters, {generator.resolution} px, "
+    typer.echo(f"diffusers model: {folder} ({generator.num_parameters / 1e6:.1f}M parameters, {generator.resolution} px, "
                f"{len(generator.blocks)} decoder blocks); use it with --model {folder}")

@@ -63,9 +63,7 @@ def convert_stylegan2_command(
     """Convert NVIDIA StyleGAN2 weights to the toolkit's model folder (checked strictly). The weights keep
     NVIDIA's licence (non-commercial): never commit them."""
     from ..generators.stylegan2 import convert_stylegan2
-    if (out / "config.json").exists() and not overwrite:
-        raise opt.option_error("--out", f"{out} already holds a model; pass --overwrite to replace it")
-    generator = convert_stylegan2(checkpoint, out, truncation_psi=truncation_psi, conv_clamp=conv_clamp)
-    params = sum(p.numel() for p in generator.net.parameters())
-    typer.echo(f"StyleGAN2 model: {out} ({params / 1e6:.1f}M parameters, {generator.resolution} px, "
+    generator = convert_stylegan2(checkpoint, out, truncation_psi=truncation_psi, conv_clamp=conv_clamp,
+                                  overwrite=overwrite)
+    typer.echo(f"StyleGAN2 model: {out} ({generator.num_parameters / 1e6:.1f}M parameters, {generator.resolution} px, "
                f"{len(generator.layers)} synthesis layers); use it with --model {out}")

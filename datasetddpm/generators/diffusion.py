@@ -101,6 +101,10 @@ class DiffusionGenerator:
         return next(self.unet.parameters()).device
 
     # ---- validation -------------------------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
     def check_spec(self, spec: FeatureSpec) -> None:
         n = len(self.blocks)
         for b in spec.blocks:

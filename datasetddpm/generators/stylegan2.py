@@ -51,6 +51,10 @@ class StyleGAN2Generator:
 
     latent_based = True  # features need latents; real images cannot be featurised
 
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
     def __init__(self, net: StyleGAN2, *, truncation_psi: float = 1.0, source: str = "<memory>"):
         self.net = net.eval().requires_grad_(False)
         self.truncation_psi = float(truncation_psi)
@@ -234,8 +238,10 @@ def read_nvidia_weights(path: str | Path, *, conv_clamp: float | None = None) ->
 
 
 def convert_stylegan2(path: str | Path, out_dir: str | Path, *, truncation_psi: float = 1.0,
-                      conv_clamp: float | None = None) -> StyleGAN2Generator:
+                      conv_clamp: float | None = None, overwrite: bool = False) -> StyleGAN2Generator:
     """NVIDIA weights -> the toolkit's folder (checked strictly); returns the loaded generator."""
+    if (Path(out_dir) / "config.json").exists() and not overwrite:
+        raise OptionError("--out", f"{out_dir} already holds a model; pass --overwrite to replace it")
     if not 0 <= truncation_psi <= 1:
         raise OptionError("--truncation-psi", f"must be in [0, 1], got {truncation_psi}")
     config, state = read_nvidia_weights(path, conv_clamp=conv_clamp)

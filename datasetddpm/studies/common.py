@@ -86,3 +86,14 @@ class SampleAndDeepLab:
 
 QUICK_SAMPLE_AND_DEEPLAB = dict(sampling_steps=2, deeplab_seeds=(0,), deeplab_epochs=1, deeplab_batch=2,
                                 input_scale=1, bootstrap=50)  # tiny sizes: every stage runs, nothing is measured
+
+
+def seeds_text(report: dict) -> str:
+    n = len(report["deeplab_seeds"])
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def mean_std(row: dict, report: dict) -> str:
+    """A row's mIoU as 'mean ± std' over seeds, or the single value of a one-seed study."""
+    spread = f" ± {100 * row['miou_std']:.1f}" if len(report["deeplab_seeds"]) > 1 else ""
+    return f"{100 * row['miou_mean']:.1f}{spread}"

@@ -20,6 +20,7 @@ from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds
+from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
 
 ARMS = ("least uncertain", "mined")
@@ -105,7 +106,7 @@ def mining_markdown(report: dict) -> str:
     names = list(next(iter(report["arms"].values()))["iou_mean"])
     pref = report["prefer_classes"]
     lines = [f"{report['pairs']} pairs kept of {report['samples']} samples; preferred classes: {', '.join(pref)}; "
-             f"DeepLab over {len(report['deeplab_seeds'])} seeds, {report['test_images']} real test images.", "",
+             f"DeepLab over {_seeds(report)}, {report['test_images']} real test images.", "",
              "| pairs kept | mIoU (mean ± std) | Δ mIoU (95 % CI) | " + " | ".join(names) + " | "
              + " / ".join(pref) + " share of kept label pixels |",
              "|---|---:|---|" + "---:|" * len(names) + "---:|"]
@@ -114,7 +115,7 @@ def mining_markdown(report: dict) -> str:
         delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, "
                                        f"{100 * d['ci_high']:+.1f}]" + ("" if d["significant"] else " (n.s.)"))
         share = " / ".join(f"{100 * r['kept_pixel_share'].get(c, 0):.2f} %" for c in pref)
-        lines.append(f"| {arm} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | {delta} | "
+        lines.append(f"| {arm} | {_mean_std(r, report)} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + f" | {share} |")
     diffs = ", ".join(f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference"].items())
     return "\n".join(lines) + f"\n\nIoU of the preferred classes, mined minus least uncertain: {diffs} points.\n"

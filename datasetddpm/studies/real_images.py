@@ -22,6 +22,7 @@ from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds
+from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
 
 ARMS = ("synthetic", "real unlabelled", "both")  # the first is the baseline
@@ -124,13 +125,13 @@ def _arms(confusions: dict, names, cfg: RealImagesStudyConfig) -> dict:
 
 def real_images_markdown(report: dict) -> str:
     names = list(next(iter(report["arms"].values()))["iou_mean"])
-    lines = [f"DeepLabV3 over {len(report['deeplab_seeds'])} seeds on {report['test_images']} real test images.", "",
+    lines = [f"DeepLabV3 over {_seeds(report)} on {report['test_images']} real test images.", "",
              "| DeepLab trained on | pairs | mIoU (mean ± std) | Δ vs synthetic (95 % CI) | " + " | ".join(names) + " |",
              "|---|---:|---:|---|" + "---:|" * len(names)]
     for arm, r in report["arms"].items():
         d = r.get("vs_synthetic")
         delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, "
                                        f"{100 * d['ci_high']:+.1f}]" + ("" if d["significant"] else " (n.s.)"))
-        lines.append(f"| {arm} | {r['pairs']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | {delta} | "
+        lines.append(f"| {arm} | {r['pairs']} | {_mean_std(r, report)} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
     return "\n".join(lines) + "\n"
