@@ -94,40 +94,23 @@ def _with_provenance(table: str, d: dict) -> str:
     return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']})." if d.get("command") else "")
 
 
-def study_mining(d: dict) -> str:
-    from .studies.mining import mining_markdown
-    return _with_provenance(mining_markdown(d), d)
-
-
-def compare_view(d: dict) -> str:
-    from .compare import compare_markdown
-    return _with_provenance(compare_markdown(d), d)
-
-
-def study_suggest(d: dict) -> str:
-    from .studies.suggest import suggest_markdown
-    return _with_provenance(suggest_markdown(d), d)
-
-
-def study_main(d: dict) -> str:
-    from .studies.main import main_markdown
-    return _with_provenance(main_markdown(d), d)
-
-
-def study_labelled_count(d: dict) -> str:
-    from .studies.labelled_count import labelled_count_markdown
-    return _with_provenance(labelled_count_markdown(d), d)
-
-
-def study_filter(d: dict) -> str:
-    from .studies.filter import filter_markdown
-    return _with_provenance(filter_markdown(d), d)
+def _markdown_view(module: str, function: str):
+    """A view that renders a result with its own module's markdown function (imported when used), then
+    the command, date and machine it recorded."""
+    def view(d: dict) -> str:
+        from importlib import import_module
+        return _with_provenance(getattr(import_module(module, __package__), function)(d), d)
+    return view
 
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
-         "samples-vs-real": samples_vs_real, "samplers": samplers, "suggest": study_suggest, "main": study_main,
-         "labelled-count": study_labelled_count, "filter": study_filter, "compare": compare_view,
-         "mining": study_mining}
+         "samples-vs-real": samples_vs_real, "samplers": samplers,
+         "suggest": _markdown_view(".studies.suggest", "suggest_markdown"),
+         "main": _markdown_view(".studies.main", "main_markdown"),
+         "labelled-count": _markdown_view(".studies.labelled_count", "labelled_count_markdown"),
+         "filter": _markdown_view(".studies.filter", "filter_markdown"),
+         "mining": _markdown_view(".studies.mining", "mining_markdown"),
+         "compare": _markdown_view(".compare", "compare_markdown")}
 
 
 def render(path: str | Path, view: str) -> str:
