@@ -85,6 +85,20 @@ class PerImageCache(FeatureSource):
         return [torch.cat([self.cache[k][n] for k in keys]) for n in range(len(self.cache[keys[0]]))]
 
 
+class GivenMaps(FeatureSource):
+    """Maps computed elsewhere for exactly the images `segment` is given in one batch (trajectory
+    features: the sampler's own decoder activations)."""
+
+    def __init__(self, maps: list[torch.Tensor], spec: FeatureSpec | None = None):
+        super().__init__(None, spec)
+        self.given = maps
+
+    def maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if len(images) != len(self.given[0]):
+            raise ValueError(f"maps were given for {len(self.given[0])} images, asked for {len(images)}")
+        return self.given
+
+
 def _batches(images: np.ndarray, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     for i in range(0, len(images), batch_size):
         yield i, torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).contiguous()

@@ -80,7 +80,7 @@ def network_evaluations(generator, sampler: str, steps: int) -> int:
 
 
 def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, world: int = 1,
-                device: str | torch.device = "cpu") -> Plan:
+                device: str | torch.device = "cpu", trajectory_features: bool = False) -> Plan:
     """`sample` of `cfg` (already checked by `resolve_sample_config`), `committed` samples already done."""
     from .pipeline.generate import Labeller
     from .pipeline.config import sample_seed
@@ -106,9 +106,13 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
             labeller.remember(images, seeds)
         labeller(images[:1])  # warm-up
         label_secs, seg = _timed(labeller, images)
+        if trajectory_features:  # the head alone: the maps come with the sampling pass
+            maps = generator.feature_maps(torch.from_numpy(images).permute(0, 3, 1, 2), labeller.source.spec)
+            label_secs, seg = _timed(labeller.label_maps, images, maps)
         per_sample += label_secs / probe
         disk += _png_bytes(seg.labels.astype(np.uint8)) * todo
-        plan.add("labelling", f"ensemble {ensemble}: one feature pass per sample")
+        plan.add("labelling", f"ensemble {ensemble}: " + ("trajectory features, no extra network evaluation"
+                                                          if trajectory_features else "one feature pass per sample"))
     plan.add("disk needed", f"about {_mib(disk)} (PNG sizes of the timed samples)")
     plan.seconds = per_sample * todo / world
     plan.timed = f"{timed_steps} step(s) on {probe} sample(s) on {device}"
@@ -204,7 +208,7 @@ def plan_train_deeplab(pairs: int, image_side: int, num_classes: int, cfg, *, wo
 
 
 def plan_sample_run(run_dir: str | Path, cfg, *, ensemble: str | Path | None = None, workers: int = 1, gpus: int = 0,
-                    device: str = "cpu") -> Plan:
+                    device: str = "cpu", trajectory_features: bool = False) -> Plan:
     """`sample --dry-run`: the checks `sample_run` makes before writing, then `plan_sample`."""
     from .devices import resolve_device
     from .distributed import resolve_world
@@ -212,13 +216,14 @@ def plan_sample_run(run_dir: str | Path, cfg, *, ensemble: str | Path | None = N
     from .pipeline.generate import committed_samples, first_shard_bytes, resolve_sample_config
     from .pipeline.shards import ShardStore
     world, _, device = resolve_world(workers, gpus, device)
-    cfg, resolution = resolve_sample_config(cfg, ensemble)
+    cfg, resolution = resolve_sample_config(cfg, ensemble, trajectory_features)
     run = Path(run_dir)
     check_output_dir(run, first_shard_bytes(cfg, resolution))
     manifest = run / "manifest.json"
     same_run = manifest.is_file() and read_json(manifest).get("hash") == cfg.hash()
     committed = committed_samples(ShardStore(run), cfg, False) if same_run else 0
-    return plan_sample(cfg, ensemble=ensemble, committed=committed, world=world, device=resolve_device(device))
+    return plan_sample(cfg, ensemble=ensemble, committed=committed, world=world, device=resolve_device(device),
+                       trajectory_features=trajectory_features)
 
 
 def plan_label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gpus: int = 0,

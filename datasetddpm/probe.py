@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .direct import CachedSource, FeatureSource, evaluate_labels, fit_ensemble, segment
+from .direct import CachedSource, Evaluation, FeatureSource, evaluate_labels, fit_ensemble, segment
 from .ensemble.train import EnsembleTrainConfig
 from .generators.base import FeatureSpec
 from .io import atomic_path, write_json
@@ -32,14 +32,24 @@ def run_probe(generator, train_images: np.ndarray, train_masks: np.ndarray, test
             cache: dict = {}  # one UNet pass per image batch serves every block of this step
             for bi, b in enumerate(blocks):
                 cell = CachedSource(full, select=bi, cache=cache)
-                ens, _ = fit_ensemble(cell, train_images, train_masks, num_classes=num_classes,
-                                      ignore_label=ignore_label, train=EnsembleTrainConfig(members=1, seed=seed, max_epochs=max_epochs),
-                                      progress=False)
-                seg = segment(cell, ens, test_images, progress=False)
-                grid[si, bi] = evaluate_labels(seg.labels, test_masks, num_classes, ignore_label).miou
+                grid[si, bi] = probe_cell(cell, train_images, train_masks, test_images, test_masks,
+                                          num_classes=num_classes, ignore_label=ignore_label, seed=seed,
+                                          max_epochs=max_epochs).miou
                 bar.update(task, advance=1, info=f"t={t} block={b} mIoU={100 * grid[si, bi]:.1f}")
     return {"blocks": list(blocks), "steps": list(steps), "miou": grid.tolist(),
             "train_images": len(train_images), "test_images": len(test_images), "seconds": round(time.time() - t0, 1)}
+
+
+def probe_cell(cell: FeatureSource, train_images: np.ndarray, train_masks: np.ndarray, test_images: np.ndarray,
+               test_masks: np.ndarray, *, num_classes: int, ignore_label: int = 255, class_names: tuple[str, ...] = (),
+               seed: int = 0, max_epochs: int = 100, max_steps: int | None = None) -> Evaluation:
+    """One cell's MLP (a one-member ensemble, the ensemble's recipe) trained on the labelled images and
+    scored on the held-out ones."""
+    train = EnsembleTrainConfig(members=1, seed=seed, max_epochs=max_epochs, max_steps=max_steps)
+    ens, _ = fit_ensemble(cell, train_images, train_masks, num_classes=num_classes, ignore_label=ignore_label,
+                          train=train, progress=False)
+    seg = segment(cell, ens, test_images, progress=False)
+    return evaluate_labels(seg.labels, test_masks, num_classes, ignore_label, class_names)
 
 
 def best_cell(result: dict) -> tuple[float, int, int]:

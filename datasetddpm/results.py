@@ -90,6 +90,31 @@ def samplers(d: dict) -> str:
     return study_markdown(d).rstrip("\n")
 
 
+def budget(d: dict) -> str:
+    """What each stage costs per step and per epoch on one machine (`benchmarks/budget.py`)."""
+    sides = list(d["direct"])
+    lines = ["| image side | DDPM train step (batch 32) | direct mode, s / image | DeepLabV3 input | train step "
+             f"(batch {d['batch']}) | epoch of 1000 pairs | inference, s / image | DeepLab vs direct, per image |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for side in sides:
+        for key, r in d["deeplab"].items():
+            if not key.startswith(side + " "):
+                continue
+            first = key.endswith("x1")
+            ratio = r["faster_than_direct"]
+            lines.append(f"| {side if first else ''} | "
+                         + (f"{d['ddpm'][side]['train_step_seconds']:.2f} s | {d['direct'][side]['seconds_per_image']:.3f} |"
+                            if first else " |  |")
+                         + f" ×{key.rsplit('x', 1)[1]} | {r['train_step_seconds']:.2f} s | "
+                         f"{r['train_seconds_per_1000_pairs_epoch']:.0f} s | {r['seconds_per_image']:.3f} | "
+                         + (f"{ratio:.1f}× faster |" if ratio >= 1 else f"{1 / ratio:.1f}× slower |"))
+    load = ", ".join(f"{x:.2f}" for x in d["load_average_at_start"])
+    return "\n".join(lines) + (f"\n\nMedians of {d['repeats']} interleaved repeats, {d['torch_threads']} torch "
+                               f"thread(s), {d['machine']}, {d['date']} (load average at the start: {load}); "
+                               f"peak memory {d['peak_rss_mb']:.0f} MB. Direct mode: the embedded features "
+                               "(6 blocks x 3 steps) and a 10-member ensemble; the same UNet architecture at each side.")
+
+
 def _with_provenance(table: str, d: dict) -> str:
     return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']})." if d.get("command") else "")
 
@@ -104,12 +129,16 @@ def _markdown_view(module: str, function: str):
 
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
-         "samples-vs-real": samples_vs_real, "samplers": samplers,
+         "samples-vs-real": samples_vs_real, "samplers": samplers, "budget": budget,
+         "trajectory": _markdown_view(".studies.trajectory", "trajectory_markdown"),
+         "segmenter": _markdown_view(".studies.segmenter", "segmenter_markdown"),
          "suggest": _markdown_view(".studies.suggest", "suggest_markdown"),
          "main": _markdown_view(".studies.main", "main_markdown"),
          "labelled-count": _markdown_view(".studies.labelled_count", "labelled_count_markdown"),
          "filter": _markdown_view(".studies.filter", "filter_markdown"),
          "mining": _markdown_view(".studies.mining", "mining_markdown"),
+         "features": _markdown_view(".studies.features", "features_markdown"),
+         "synthetic-size": _markdown_view(".studies.synthetic_size", "synthetic_size_markdown"),
          "compare": _markdown_view(".compare", "compare_markdown")}
 
 

@@ -219,3 +219,112 @@ def test_real_images_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tm
         if arm != "synthetic":
             assert abs(row["vs_synthetic"]["difference"] - (row["miou_mean"] - report["arms"]["synthetic"]["miou_mean"])) < 1e-12
     one_line_error(run(*args, "--images", unlabelled, "--pairs", 9), "--images", "holds 5 images", "needs 10")
+
+
+def test_features_size_split_and_group_mious_known_answers():
+    from datasetddpm.studies.features import class_split, group_mious, size_split
+    split = size_split({"a": 0.5, "b": 0.3, "c": 0.1, "d": 0.1})  # median 0.2
+    assert split["median_share"] == 0.2 and split["small"] == ["c", "d"] and split["large"] == ["a", "b"]
+    assert size_split({"x": 0.6, "y": 0.3, "z": 0.1})["small"] == ["z"]  # the median class itself is large
+    masks = np.array([[[0, 0, 0, 0, 0, 0], [1, 1, 1, 2, 255, 255]]])  # ignored pixels are no class's
+    split = class_split(masks, ("bg", "body", "eye"), 255)
+    assert split["pixel_share"] == {"bg": 0.6, "body": 0.3, "eye": 0.1} and split["small"] == ["eye"]
+    cm = np.array([[8, 2, 0], [0, 2, 0], [0, 0, 0]])  # IoU bg 0.8, body 0.5, eye absent from both: 0
+    assert group_mious(cm, ("bg", "body", "eye"), split, 255) == {"all": 1.3 / 3, "small": 0.0, "large": 0.65}
+
+
+def test_independent_noise_features_are_deterministic_per_image_and_differ_from_shared(tiny_generator):
+    import torch
+    from datasetddpm.data.procedural import render_batch
+    from datasetddpm.direct import FeatureSource
+    from datasetddpm.generators.base import FeatureSpec
+    from datasetddpm.studies.features import IndependentNoiseSource, image_noise_seed
+    x = torch.from_numpy(render_batch(range(3), 32)[0]).permute(0, 3, 1, 2).contiguous()
+    shared = FeatureSource(tiny_generator, FeatureSpec((1, 4), (10, 100), noise_seed=0))
+    independent = IndependentNoiseSource(shared)
+    a, b = independent.maps(x), independent.maps(x)
+    assert len(a) == 4 and all(torch.equal(u, v) for u, v in zip(a, b))  # deterministic across calls
+    assert all(torch.equal(u[1:2], v) for u, v in zip(a, independent.maps(x[1:2])))  # whatever the batch
+    assert not any(torch.allclose(u, v) for u, v in zip(a, shared.maps(x)))
+    seeds = {image_noise_seed(im, 0) for im in x}
+    assert len(seeds) == 3 and image_noise_seed(x[0], 1) != image_noise_seed(x[0], 0)
+
+
+def test_features_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
+    from conftest import one_line_error, run, tree_state
+    from datasetddpm.data.folders import read_labelled
+    from datasetddpm.segmenters.metrics import mean_iou
+    from datasetddpm.studies.features import class_split
+    out = tmp_path / "feat"
+    args = ("study", "features", "--data", tiny_dataset, "--model", tiny_model_dir, "--quiet", "--threads", 1)
+    r = run(*args, "--out", out, "--quick")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    names = ("background", "body", "head", "leg", "tail", "eye", "beak")
+    split = class_split(read_labelled(tiny_dataset / "real" / "train", 7, 255).masks, names, 255)
+    assert report["class_split"] == split and len(split["small"]) == 3  # 7 classes: three below the median
+    grid = report["grid"]
+    assert grid["blocks"] == [1, 4] and grid["steps"] == [10, 100] and grid["seeds"] == [0]
+    for si, t in enumerate(grid["steps"]):
+        for bi, b in enumerate(grid["blocks"]):
+            cell = json.loads((out / "grid" / "seed-0" / f"step-{t}" / f"block-{b}.json").read_text())
+            assert abs(cell["miou"] - mean_iou(np.array(cell["confusion"]))) < 1e-12
+            assert abs(grid["miou"]["all"][si][bi] - cell["miou"]) < 1e-12
+            for g in ("small", "large"):
+                assert abs(grid["miou"][g][si][bi] - np.mean([cell["iou"][n] for n in split[g]])) < 1e-12
+    best = grid["best"]["all"]
+    assert best["miou"] == max(max(row) for row in grid["miou"]["all"])
+    noise = report["noise"]
+    for mode, row in noise["modes"].items():
+        per_seed = [miou_of(np.load(out / "noise" / mode / f"seed-{s}.npy")) for s in (0, 1)]
+        assert np.allclose(row["miou_per_seed"], per_seed) and abs(row["miou_mean"] - np.mean(per_seed)) < 1e-12
+    d = noise["independent_vs_shared"]
+    assert abs(d["difference"] - (noise["modes"]["independent"]["miou_mean"] - noise["modes"]["shared"]["miou_mean"])) < 1e-12
+    md = (out / "study.md").read_text()
+    assert f"**{100 * best['miou']:.1f}**" in md and "| independent |" in md and (out / "features.png").stat().st_size
+    # Rerun: every cell and seed is read back, none retrained.
+    stamp = (out / "grid" / "seed-0" / "step-10" / "block-1.json").stat().st_mtime_ns
+    assert run(*args, "--out", out, "--quick").exit_code == 0
+    assert (out / "grid" / "seed-0" / "step-10" / "block-1.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "study.json").read_text())["grid"] == grid
+    one_line_error(run(*args, "--out", tmp_path / "x", "--steps", "10,5000"), "--steps", "5000 is outside [0, 1000)")
+    assert tree_state(tmp_path / "x") == {}
+
+
+def test_synthetic_size_saturation_known_answers():
+    from datasetddpm.studies.synthetic_size import SyntheticSizeConfig, saturation
+    gain = {"difference": 0.02, "significant": True}
+    rows = {"250": {}, "500": {"vs_previous": gain}, "1000": {"vs_previous": {"difference": 0.004, "significant": False}},
+            "2000": {"vs_previous": gain}}
+    assert saturation(rows) == 1000 and saturation({"250": {}, "500": {"vs_previous": gain}}) is None
+    assert saturation({"1": {}, "2": {"vs_previous": {"difference": -0.05, "significant": True}}}) == 2  # a loss
+    cfg = SyntheticSizeConfig(sizes=(250, 1000, 4000), deeplab_epochs=6)
+    assert [cfg.samples(s) for s in cfg.sizes] == [278, 1112, 4445] and cfg.epochs(250) == 6
+    assert [SyntheticSizeConfig(sizes=(250, 1000, 4000), budget="steps").epochs(s) for s in (250, 1000, 4000)] == [96, 24, 6]
+
+
+def test_synthetic_size_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
+    from conftest import one_line_error, run, tree_state
+    from datasetddpm.data.generated import GeneratedPairs
+    from datasetddpm.pipeline.shards import ShardStore
+    out = tmp_path / "size"
+    args = ("study", "synthetic-size", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--model", tiny_model_dir,
+            "--quiet", "--threads", 1)
+    r = run(*args, "--out", out, "--quick")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    assert list(report["rows"]) == ["2", "4"] and report["samples"] == 5 and report["budget"]["rule"] == "epochs"
+    for size, n in ((2, 3), (4, 5)):  # ceil(size / 0.9) samples, exactly `size` pairs kept
+        card = json.loads((out / f"run-{size}" / "dataset_card.json").read_text())
+        assert card["counts"] == {"generated": n, "kept": size, "dropped": n - size}
+        images, _ = GeneratedPairs(out / f"run-{size}", kept_only=False).arrays()
+        base = np.concatenate([ShardStore(out / "run").read_images(k)[1] for k in range(3)])
+        assert np.array_equal(images, base[:n])  # the first n samples of the one sampled run
+        row = report["rows"][str(size)]
+        assert abs(row["miou_mean"] - miou_of(np.load(out / f"deeplab-{size}" / "seed-0" / "test_confusions.npy"))) < 1e-12
+    d = report["rows"]["4"]["vs_previous"]
+    assert d["size"] == 2 and abs(d["difference"] - (report["rows"]["4"]["miou_mean"] - report["rows"]["2"]["miou_mean"])) < 1e-12
+    assert "| 4 | 5 | 1 | 2 |" in (out / "study.md").read_text()  # 4 pairs at DeepLab batch 2: 2 steps per epoch
+    one_line_error(run(*args, "--out", tmp_path / "x", "--sizes", "4,2"), "--sizes", "increasing")
+    one_line_error(run(*args, "--out", tmp_path / "x", "--budget", "time"), "--budget", "epochs, steps")
+    assert tree_state(tmp_path / "x") == {}

@@ -32,6 +32,9 @@ def sample_command(
     ensemble: Annotated[Optional[Path], typer.Option(help="Label each shard as it is made (fused) with this ensemble.")] = None,
     for_annotation: Annotated[Optional[int], typer.Option(help="Instead of a run: export K samples as a folder for annotators.")] = None,
     oracle_annotate: Annotated[bool, typer.Option("--oracle-annotate", help="With --for-annotation on the embedded domain: the oracle writes the masks.")] = False,
+    trajectory_features: Annotated[bool, typer.Option("--trajectory-features", help="Label from the sampler's own "
+                                                      "decoder activations (no feature pass); the --ensemble's steps "
+                                                      "must be ones the sampler visits.")] = False,
     generator: opt.GeneratorKind = None,
     workers: Workers = 1,
     gpus: Gpus = 0,
@@ -47,14 +50,10 @@ def sample_command(
     from ..pipeline.generate import resolve_run_model
     model = resolve_run_model(model, generator, ensemble)
     if for_annotation is not None:  # the older spelling of `datasetddpm annotate`
-        if for_annotation < 1:
-            raise opt.option_error("--for-annotation", f"must be >= 1 samples, got {for_annotation}")
-        ignored = [name for name, given in (("--n", n != 1000), ("--ensemble", ensemble is not None),
-                                            ("--workers", workers != 1), ("--gpus", gpus != 0), ("--overwrite", overwrite),
-                                            ("--dry-run", dry_run)) if given]
-        if ignored:
-            raise opt.option_error("--for-annotation", f"exports samples for annotators and takes no {', '.join(ignored)} "
-                                                       "(see `datasetddpm annotate --help`)")
+        _check_for_annotation(for_annotation, (("--n", n != 1000), ("--ensemble", ensemble is not None),
+                                               ("--trajectory-features", trajectory_features),
+                                               ("--workers", workers != 1), ("--gpus", gpus != 0),
+                                               ("--overwrite", overwrite), ("--dry-run", dry_run)))
         _annotate(out, for_annotation, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,
                   k_option="--for-annotation")
         return
@@ -64,15 +63,25 @@ def sample_command(
                        batch_size=batch_size, shard_size=shard_size)
     if dry_run:
         from ..plans import plan_sample_run
-        typer.echo(plan_sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device).text())
+        typer.echo(plan_sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device,
+                                   trajectory_features=trajectory_features).text())
         return
     result = sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device,
-                        threads=opt.check_threads(threads),
-                        overwrite=overwrite, progress=not quiet)
+                        threads=opt.check_threads(threads), overwrite=overwrite,
+                        trajectory_features=trajectory_features, progress=not quiet)
     if result["main"]:  # under torchrun: rank 0 reports
         preview = _write_preview(out)
         typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else "")
                    + (f"; preview: {preview}" if preview else ""))
+
+
+def _check_for_annotation(k: int, given: tuple[tuple[str, bool], ...]) -> None:
+    if k < 1:
+        raise opt.option_error("--for-annotation", f"must be >= 1 samples, got {k}")
+    ignored = [name for name, was_given in given if was_given]
+    if ignored:
+        raise opt.option_error("--for-annotation", f"exports samples for annotators and takes no {', '.join(ignored)} "
+                                                   "(see `datasetddpm annotate --help`)")
 
 
 def _annotate(out, k, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,

@@ -189,6 +189,61 @@ def mining_command(
     typer.echo((out / "study.md").read_text())
 
 
+@command("segmenter", group=study_app)
+def segmenter_command(
+    run: Annotated[Path, typer.Option(help="A finalized run: DeepLabV3 trains on its kept pairs.")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch (and is mixed in "
+                                            "by the +real setting), real/test scores it.")],
+    out: opt.Out = Path("runs/study_segmenter"),
+    settings: Annotated[str, typer.Option(help="Settings to compare (x2, x1, x4, x2+real, x2-long); the first is "
+                                               "the baseline.")] = "x2,x1,x4,x2+real,x2-long",
+    deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(help="The baseline's epochs (x2-long trains twice as many).")] = 6,
+    real_fraction: Annotated[float, typer.Option(help="x2+real: the real images' share of each epoch.")] = 0.1,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="Data-parallel CPU worker processes per DeepLab.")] = 1,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Which DeepLabV3 setting learns most from the pairs: input scale, real images mixed in, longer
+    training, each against the baseline over seeds with intervals and measured training time."""
+    from ..studies.segmenter import SegmenterStudyConfig, run_segmenter_study
+    opt.set_threads(threads)
+    cfg = SegmenterStudyConfig.quick() if quick else SegmenterStudyConfig(
+        settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
+        deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds), epochs=epochs, real_fraction=real_fraction)
+    run_segmenter_study(out, run, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+@command("trajectory", group=study_app)
+def trajectory_command(
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train trains the ensembles.")],
+    out: opt.Out = Path("runs/study_trajectory"),
+    n: Annotated[int, typer.Option(help="Samples (one run), labelled three ways per seed.")] = 256,
+    seeds: Annotated[str, typer.Option(help="Ensemble training seeds.")] = "0,1,2",
+    model: opt.Model = "embedded",
+    sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "ddim",
+    sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 20,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Labels from the sampler's own activations (`sample --trajectory-features`) vs a feature pass: label
+    mIoU against the oracle over seeds with intervals, and the labelling cost per sample."""
+    from ..studies.trajectory import TrajectoryStudyConfig, run_trajectory_study
+    opt.set_threads(threads)
+    cfg = TrajectoryStudyConfig.quick(model) if quick else TrajectoryStudyConfig(
+        model=model, n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
+        seeds=opt.parse_ints("--seeds", seeds))
+    run_trajectory_study(out, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
 @command("real-images", group=study_app)
 def real_images_command(
     ensemble: Annotated[Path, typer.Option(help="Ensemble that labels samples and real images (diffusion features).")],
@@ -215,4 +270,63 @@ def real_images_command(
         deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
     run_real_images_study(out, ensemble, data, images, cfg, workers=workers, threads=threads, device=device,
                           progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+@command("features", group=study_app)
+def features_command(
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train trains every MLP, real/test scores it.")],
+    out: opt.Out = Path("runs/study_features"),
+    blocks: Annotated[str, typer.Option(help="Decoder blocks of the grid, e.g. '0,2,4', or 'all'.")] = "all",
+    steps: Annotated[str, typer.Option(help="Diffusion steps t of the grid.")] = "10,25,50,100,200,400,700",
+    grid_seeds: Annotated[str, typer.Option(help="Seeds of the grid's MLPs (one MLP per cell and seed).")] = "0",
+    seeds: Annotated[str, typer.Option(help="Ensemble training seeds of the shared vs independent noise comparison.")] = "0,1,2",
+    preset: opt.Preset = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="Model (default: the preset's).")] = None,
+    test_images: Annotated[int, typer.Option(help="Test images scored.")] = 200,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """Which blocks and steps carry the semantics, for small and large classes (paper Fig. 2-3), and one
+    noise tensor shared by all images vs each image its own (paper Table 5), over seeds with an interval."""
+    from ..devices import resolve_device
+    from ..studies.features import FeaturesStudyConfig, run_features_study
+    opt.set_threads(threads)
+    cfg = FeaturesStudyConfig.quick(model) if quick else FeaturesStudyConfig(
+        preset=preset, model=model, blocks=None if blocks == "all" else opt.parse_ints("--blocks", blocks),
+        steps=opt.parse_ints("--steps", steps), grid_seeds=opt.parse_ints("--grid-seeds", grid_seeds),
+        seeds=opt.parse_ints("--seeds", seeds), test_images=test_images)
+    run_features_study(out, data, cfg, device=resolve_device(device), progress=not quiet)
+    typer.echo((out / "study.md").read_text())
+
+
+@command("synthetic-size", group=study_app)
+def synthetic_size_command(
+    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples.")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    out: opt.Out = Path("runs/study_synthetic_size"),
+    sizes: Annotated[str, typer.Option(help="Kept pairs per DeepLab row, increasing (one run of ceil(largest / 0.9) samples).")] = "250,500,1000,2000,4000",
+    deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per size.")] = "0,1,2",
+    budget: Annotated[str, typer.Option(help="DeepLab budget: 'epochs' (the same epochs for every size: larger sets get "
+                                             "more steps) or 'steps' (every size the largest set's steps).")] = "epochs",
+    model: opt.Model = "embedded",
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run (with --budget steps: the largest set's).")] = 6,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling, labelling and DeepLab.")] = 1,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    quiet: opt.Quiet = False,
+) -> None:
+    """DeepLab mIoU against the number of synthetic pairs (paper Appendix B), over seeds, each size's gain over
+    the previous with an interval, and where it saturates."""
+    from ..studies.synthetic_size import SyntheticSizeConfig, run_synthetic_size_study
+    opt.set_threads(threads)
+    cfg = SyntheticSizeConfig.quick(model) if quick else SyntheticSizeConfig(
+        model=model, sizes=opt.parse_ints("--sizes", sizes), seed=seed, budget=budget, deeplab_epochs=deeplab_epochs,
+        deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    run_synthetic_size_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device,
+                             progress=not quiet)
     typer.echo((out / "study.md").read_text())

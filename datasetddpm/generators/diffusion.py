@@ -203,10 +203,55 @@ class DiffusionGenerator:
         """(N, 3, R, R) uint8 samples on the CPU; sample i depends only on seeds[i] (one generator per sample)."""
         return self.sample_on_device(seeds, sampler=sampler, num_steps=num_steps).cpu()
 
+    def visited_steps(self, sampler: str, num_steps: int) -> list[int]:
+        """The timesteps a sampler runs the UNet at, ascending: the steps trajectory features can use."""
+        return sorted({int(t) for t in self.make_sampler(sampler, num_steps).timesteps})
+
+    def check_trajectory_spec(self, spec: FeatureSpec, sampler: str, num_steps: int) -> None:
+        """Trajectory features exist only at the timesteps the sampler visits: one line otherwise."""
+        self.check_spec(spec)
+        visited = self.visited_steps(sampler, num_steps)
+        missing = [t for t in spec.steps if t not in visited]
+        if missing:
+            nearest = sorted({min(visited, key=lambda v: abs(v - t)) for t in spec.steps})
+            shown = ", ".join(map(str, visited[:6])) + (", ..." if len(visited) > 6 else "")
+            raise OptionError("--trajectory-features",
+                              f"the ensemble's steps {list(spec.steps)} are not all visited by {sampler} with "
+                              f"{num_steps} steps (it visits {shown}); train an ensemble on visited steps, e.g. "
+                              f"--steps {','.join(map(str, nearest))}")
+
+    @torch.no_grad()
+    def sample_with_features(self, seeds: Sequence[int], spec: FeatureSpec, *, sampler: str = "ddim",
+                             num_steps: int = 50) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Samples (as `sample`) and, for free, the decoder maps the sampler's own UNet calls made at
+        `spec.steps` (step-major then block order, as `feature_maps` returns them). These are activations of
+        the trajectory's x_t, not of q(x_t | x_0) with the fixed feature noise: an ensemble meant for them is
+        trained on the same steps. The eager UNet runs (a compiled one may not call the hooks)."""
+        self.check_trajectory_spec(spec, sampler, num_steps)
+        captured: dict[tuple[int, int], torch.Tensor] = {}
+        current = {"t": -1}
+
+        def make_hook(b: int):
+            def hook(_module, _inputs, output):
+                if current["t"] in spec.steps:
+                    captured[current["t"], b] = output.float()
+            return hook
+
+        handles = [self.blocks[b].module.register_forward_hook(make_hook(b)) for b in set(spec.blocks)]
+        try:
+            images = self._sample_loop(seeds, sampler, num_steps, self.unet, on_step=lambda t: current.update(t=t))
+        finally:
+            for h in handles:
+                h.remove()
+        return images.cpu(), [captured[t, b] for t in spec.steps for b in spec.blocks]
+
     @torch.no_grad()
     def sample_on_device(self, seeds: Sequence[int], *, sampler: str = "ddim", num_steps: int = 50) -> torch.Tensor:
         """`sample`, left on the model's device. The initial noise and every ancestral step's noise come from
         CPU generators seeded per sample, so seeds mean the same images on any device (up to kernel rounding)."""
+        return self._sample_loop(seeds, sampler, num_steps, self._sampling_unet)
+
+    def _sample_loop(self, seeds: Sequence[int], sampler: str, num_steps: int, unet, on_step=None) -> torch.Tensor:
         scheduler = self.make_sampler(sampler, num_steps)
         device = self.device
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -217,8 +262,10 @@ class DiffusionGenerator:
         keep_variance = isinstance(scheduler, DDPMScheduler) and scheduler.config.variance_type in ("learned",
                                                                                                   "learned_range")
         for t in scheduler.timesteps:
+            if on_step is not None:
+                on_step(int(t))
             model_in = scheduler.scale_model_input(x, t)
-            out = self._unet(self._sampling_unet, model_in, t.to(device).expand(len(seeds))).sample.float()
+            out = self._unet(unet, model_in, t.to(device).expand(len(seeds))).sample.float()
             x = scheduler.step(out if keep_variance else out[:, :3], t, x, generator=gens).prev_sample
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 

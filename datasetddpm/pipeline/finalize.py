@@ -140,7 +140,8 @@ def _card(cfg: SampleConfig, ens, labels: dict, rows: list[dict], keep: set[int]
             "counts": {"generated": len(rows), "kept": len(keep), "dropped": len(rows) - len(keep)},
             "drop_fraction": drop_fraction, "max_pairs": max_pairs, "config_hash": cfg.hash(),
             "labels_hash": labels["hash"], "ensemble": labels["config"]["ensemble"],
-            **({"images": cfg.images} if cfg.images else {})}
+            **({"images": cfg.images} if cfg.images else {}),
+            **({"label_features": "trajectory"} if labels["config"].get("features") == "trajectory" else {})}
 
 
 def _write(run: Path, rows: list[dict], keep: set[int], card: dict, ens, drop_fraction: float) -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from ..devices import resolve_device
-from ..direct import FeatureSource, segment
+from ..direct import FeatureSource, GivenMaps, segment
 from ..distributed import launch, resolve_world, torchrun_env
 from ..ensemble.model import load_ensemble
-from ..errors import DatasetDDPMError, InputError
+from ..errors import DatasetDDPMError, InputError, OptionError
 from ..io import check_output_dir, read_json, run_lock
 from ..generators.loading import load_generator
 from ..progress import progress_bar
@@ -50,6 +50,17 @@ class Labeller:
     def __call__(self, images: np.ndarray):
         return segment(self.source, self.ensemble, images, progress=False)
 
+    def label_maps(self, images: np.ndarray, maps: list[torch.Tensor]):
+        """Labels from maps the sampler already computed (trajectory features): no UNet pass."""
+        return segment(GivenMaps(maps), self.ensemble, images, batch_size=len(images), progress=False)
+
+    def sample_and_label(self, seeds: list[int], cfg: SampleConfig):
+        """Trajectory mode: a batch of samples and their labels from the sampling UNet's own activations."""
+        images, maps = self.source.generator.sample_with_features(seeds, self.source.spec, sampler=cfg.sampler,
+                                                                  num_steps=cfg.sampling_steps)
+        images = images.permute(0, 2, 3, 1).numpy()
+        return images, self.label_maps(images, maps)
+
     def remember(self, images: np.ndarray, seeds: list[int]) -> None:
         """A latent-based generator (StyleGAN2) computes features from the seeds that made the images."""
         remember = getattr(self.source.generator, "remember_seeds", None)
@@ -62,7 +73,7 @@ def committed_samples(store: ShardStore, cfg: SampleConfig, labels: bool) -> int
 
 
 def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str | None, labels_hash: str,
-          do_sample: bool, device: str, progress: bool) -> None:
+          do_sample: bool, device: str, progress: bool, trajectory: bool = False) -> None:
     cfg = SampleConfig(**cfg_dict)
     device = resolve_device(device, rank=rank)
     store = ShardStore(run_dir)
@@ -80,14 +91,22 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
             need_labels = labeller is not None and (need_images or not store.committed(k, True, labels_hash))
             if not need_images and not need_labels:
                 continue
+            # Trajectory labels come from the sampling pass itself: a shard sampled but not yet labelled
+            # is sampled again (the same seeds: the same images).
+            need_images = need_images or (trajectory and need_labels)
             ids = list(cfg.shard_range(k))
             if need_images:
-                chunks = []
+                chunks, segs = [], []
                 for b in range(0, len(ids), cfg.batch_size):
                     batch = ids[b:b + cfg.batch_size]
                     seeds = [sample_seed(cfg.seed, i) for i in batch]
-                    chunks.append(generator.sample(seeds, sampler=cfg.sampler, num_steps=cfg.sampling_steps)
-                                  .permute(0, 2, 3, 1).numpy())
+                    if trajectory:
+                        images, seg = labeller.sample_and_label(seeds, cfg)
+                        chunks.append(images)
+                        segs.append(seg)
+                    else:
+                        chunks.append(generator.sample(seeds, sampler=cfg.sampler, num_steps=cfg.sampling_steps)
+                                      .permute(0, 2, 3, 1).numpy())
                     batches_done += 1
                     made += len(batch)
                     if fault_after and batches_done >= fault_after:
@@ -103,8 +122,13 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                 if labeller is not None:
                     labeller.remember(images, [r["seed"] for r in store.read_sidecar(k)["samples"]])
             if need_labels:
-                seg = labeller(images)
-                store.write_labels(k, ids, seg.labels, seg.image_uncertainty, labeller.num_classes, labels_hash)
+                if trajectory:
+                    labels = np.concatenate([s.labels for s in segs])
+                    scores = np.concatenate([s.image_uncertainty for s in segs])
+                else:
+                    seg = labeller(images)
+                    labels, scores = seg.labels, seg.image_uncertainty
+                store.write_labels(k, ids, labels, scores, labeller.num_classes, labels_hash)
             if rank == 0:
                 bar.update(task, completed=committed_samples(store, cfg, labels=not do_sample))
 
@@ -127,7 +151,13 @@ def check_labeller(ensemble_dir: str | Path, generator) -> None:
                                     f"but its weights take {ens.in_dim}: the JSON does not match the weights")
 
 
-def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> tuple[SampleConfig, int]:
+def labelling_hash(ensemble_dir: str | Path, trajectory: bool = False) -> str:
+    """What a shard's labels were made with: the ensemble's weights, and whether from trajectory features."""
+    return ensemble_hash(ensemble_dir) + ("-trajectory" if trajectory else "")
+
+
+def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None,
+                          trajectory: bool = False) -> tuple[SampleConfig, int]:
     """Check every input of a run before anything is written; returns the config with the model resolved,
     and the model's image side.
 
@@ -140,6 +170,15 @@ def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None) -> tup
     generator.make_sampler(cfg.sampler, cfg.sampling_steps)  # unknown sampler / step count: one line
     if ensemble is not None:
         check_labeller(ensemble, generator)
+    if trajectory:
+        if ensemble is None:
+            raise OptionError("--trajectory-features", "labels samples as they are made: needs --ensemble")
+        if not hasattr(generator, "sample_with_features"):
+            raise OptionError("--trajectory-features", f"needs a diffusion model; {generator.source} is not one")
+        spec = load_ensemble(ensemble).cfg.feature_spec()
+        if spec is None:
+            raise OptionError("--trajectory-features", f"{ensemble} is a colour ensemble: it takes no UNet features")
+        generator.check_trajectory_spec(spec, cfg.sampler, cfg.sampling_steps)
     return replace(cfg, model=generator.source), generator.resolution
 
 
@@ -159,9 +198,11 @@ def check_run_generator(run_dir: str | Path, generator: str | None) -> None:
 
 
 def claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
-                  overwrite: bool) -> None:
-    if claim_manifest(run / "labels_manifest.json", "labels", {"ensemble": str(Path(ensemble_dir).resolve())},
-                      labels_hash, overwrite=overwrite):
+                  overwrite: bool, trajectory: bool = False) -> None:
+    config = {"ensemble": str(Path(ensemble_dir).resolve())}
+    if trajectory:  # labels from the sampler's own activations: another labelling than `label`'s
+        config["features"] = "trajectory"
+    if claim_manifest(run / "labels_manifest.json", "labels", config, labels_hash, overwrite=overwrite):
         for k in range(cfg.num_shards):
             store.discard(k, labels_only=True)
 
@@ -177,27 +218,29 @@ def first_shard_bytes(cfg: SampleConfig, resolution: int) -> int:
 
 def sample_run(run_dir: str | Path, cfg: SampleConfig, *, ensemble: str | Path | None = None, workers: int = 1,
                gpus: int = 0, device: str = "cpu", threads: int | None = None, overwrite: bool = False,
-               progress: bool = True) -> dict:
+               trajectory_features: bool = False, progress: bool = True) -> dict:
     """Generate `cfg.n` samples into `run_dir` (labelling each shard when `ensemble` is given); resumable.
-    Every input is checked before anything is written. Under torchrun (any number of nodes) every rank
-    runs this; rank 0 alone writes the manifests."""
+    With `trajectory_features` the labels come from the sampling UNet's own decoder activations at the
+    ensemble's steps (which the sampler must visit): no feature pass. Every input is checked before anything
+    is written. Under torchrun (any number of nodes) every rank runs this; rank 0 alone writes the manifests."""
     world, backend, device = resolve_world(workers, gpus, device)
-    cfg, resolution = resolve_sample_config(cfg, ensemble)
+    cfg, resolution = resolve_sample_config(cfg, ensemble, trajectory_features)
     run = Path(run_dir)
     check_output_dir(run, first_shard_bytes(cfg, resolution))
     store = ShardStore(run)
-    labels_hash = ensemble_hash(ensemble) if ensemble else ""
+    labels_hash = labelling_hash(ensemble, trajectory_features) if ensemble else ""
 
     def prepare() -> None:
         if claim_manifest(run / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=overwrite):
             shutil.rmtree(store.root, ignore_errors=True)  # a different run: start from nothing
         store.clean_partials()
         if ensemble:
-            claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
+            claim_labels(run, ensemble, cfg, store, labels_hash, overwrite, trajectory_features)
 
     with run_lock(run, enabled=_lock_holder()):
         main = launch(_work, (str(run), asdict(cfg), str(ensemble) if ensemble else None, labels_hash, True, device,
-                              progress), world=world, backend=backend, threads=threads, prepare=prepare)
+                              progress, trajectory_features), world=world, backend=backend, threads=threads,
+                      prepare=prepare)
     return {"samples": committed_samples(store, cfg, False),
             "labelled": committed_samples(store, cfg, True) if ensemble else 0, "main": main}
 

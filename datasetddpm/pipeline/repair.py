@@ -37,7 +37,9 @@ def repair_run(run_dir: str | Path, *, workers: int = 1, progress: bool = True) 
         label_images_run(checker.cfg.images, ensemble, run, batch_size=checker.cfg.batch_size,
                          shard_size=checker.cfg.shard_size, progress=progress)
     else:
-        sample_run(run, checker.cfg, ensemble=ensemble, workers=workers, device="cpu", progress=progress)
+        trajectory = bool(checker.labels) and checker.labels["config"].get("features") == "trajectory"
+        sample_run(run, checker.cfg, ensemble=ensemble, workers=workers, device="cpu", trajectory_features=trajectory,
+                   progress=progress)
     if checker.card:
         finalize_run(run, drop_fraction=checker.card["drop_fraction"], max_pairs=checker.card["max_pairs"])
     return verify_run(run)

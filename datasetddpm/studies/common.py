@@ -50,9 +50,14 @@ def copy_run(source: str | Path, target: str | Path) -> Path:
 
 def deeplab_over_seeds(run: str | Path, data: str | Path, out: str | Path, test, seeds, *, epochs: int,
                        input_scale: int, batch_size: int, num_classes: int, ignore_label: int, workers: int = 1,
-                       threads: int | None = None, device: str = "cpu", progress: bool = True) -> np.ndarray:
+                       threads: int | None = None, device: str = "cpu", progress: bool = True,
+                       **settings) -> np.ndarray:
     """(seeds, test images, K, K): DeepLabV3 trained on a finalized run's kept pairs once per training
-    seed (into out/seed-S, epoch picked on data's real/train), scored on `test`; kept and reused."""
+    seed (into out/seed-S, epoch picked on data's real/train), scored on `test`; kept and reused.
+    `settings`: further DeepLabTrainConfig fields (e.g. real, real_fraction). Each seed's training wall
+    time is kept in out/seed-S/train_seconds.json."""
+    import time
+    from ..io import write_json
     from ..segmenters.train_deeplab import DeepLabTrainConfig
     from ..workflows import train_deeplab_run
     runs = []
@@ -60,8 +65,11 @@ def deeplab_over_seeds(run: str | Path, data: str | Path, out: str | Path, test,
         d = Path(out) / f"seed-{seed}"
         saved = d / "test_confusions.npy"
         if not saved.is_file():
-            cfg = DeepLabTrainConfig(epochs=epochs, input_scale=input_scale, seed=seed, batch_size=batch_size)
+            cfg = DeepLabTrainConfig(epochs=epochs, input_scale=input_scale, seed=seed, batch_size=batch_size,
+                                     **settings)
+            t0 = time.time()
             train_deeplab_run(run, data, d, cfg, workers=workers, device=device, threads=threads, progress=progress)
+            write_json(d / "train_seconds.json", {"seconds": round(time.time() - t0, 1)})
             np.save(saved, deeplab_confusions(d, test, num_classes, ignore_label))
         runs.append(np.load(saved))
     return np.stack(runs)

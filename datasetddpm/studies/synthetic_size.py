@@ -1,0 +1,179 @@
+"""Synthetic-size study (paper Appendix B): DeepLabV3 mIoU against the number of synthetic pairs.
+
+One run of ceil(max size / 0.9) samples is sampled and labelled by the ensemble once. Each size's run
+holds the first ceil(size / 0.9) of those samples (what `sample --n` with the same seed makes, sample
+i depending on (seed, i) only, up to the rounding of a last partial batch) and is finalized as the
+pipeline does: the 10 % most uncertain dropped, `size` pairs kept. A larger set so adds samples
+without changing the filter's strictness; finalizing every size from the whole pool instead would
+give the small sizes ever cleaner, easier pairs.
+DeepLabV3 trains on each size over seeds and is scored on real test images; each size's difference to
+the previous size has an interval over test images and seeds.
+
+DeepLab's budget: "epochs" (default) trains every size for the same epochs, so a larger set also gets
+proportionally more optimisation steps (what a user of the pipeline gets); "steps" gives every size
+the steps of the largest (epochs scaled by max size / size), so a gain is the data's, not the
+training's. The JSON and the markdown state the rule and each size's steps. Resumable like every study.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..data.folders import read_labelled, resolve_split
+from ..errors import OptionError
+from ..io import read_json, write_json
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds
+from .common import mean_std as _mean_std, seeds_text as _seeds
+from .stats import hierarchical_bootstrap, miou_of
+
+BUDGETS = {"epochs": "the same {epochs} DeepLab epochs for every size: a larger set also gets proportionally more "
+                     "optimisation steps",
+           "steps": "the optimisation steps of the largest set at {epochs} epochs for every size (epochs scaled "
+                    "by largest size / size)"}
+
+
+@dataclass
+class SyntheticSizeConfig(SampleAndDeepLab):
+    sizes: tuple[int, ...] = (250, 500, 1000, 2000, 4000)  # kept pairs, increasing
+    budget: str = "epochs"  # a key of BUDGETS
+
+    @classmethod
+    def quick(cls, model: str) -> "SyntheticSizeConfig":
+        return cls(model=model, sizes=(2, 4), batch_size=1, shard_size=2, **QUICK_SAMPLE_AND_DEEPLAB)
+
+    def validate(self) -> None:
+        if not self.sizes or min(self.sizes) < 1 or list(self.sizes) != sorted(set(self.sizes)):
+            raise OptionError("--sizes", f"need increasing pair counts >= 1, got {list(self.sizes)}")
+        if not self.deeplab_seeds:
+            raise OptionError("--deeplab-seeds", "need at least one seed")
+        if self.budget not in BUDGETS:
+            raise OptionError("--budget", f"must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+
+    @staticmethod
+    def samples(size: int) -> int:
+        return math.ceil(size / 0.9)  # the pipeline's default drop of 10 % leaves `size` pairs
+
+    def epochs(self, size: int) -> int:
+        if self.budget == "epochs":
+            return self.deeplab_epochs
+        return max(1, round(self.deeplab_epochs * max(self.sizes) / size))
+
+
+def first_samples(base: str | Path, target: str | Path, n: int) -> Path:
+    """A run of the first `n` samples of the sampled and labelled run `base` (so that finalize sees only
+    those): its shards rewritten for the smaller manifest, the same images, masks and scores. Kept once made."""
+    from ..ensemble.model import load_ensemble
+    from ..pipeline.config import SampleConfig, claim_manifest
+    from ..pipeline.shards import ShardStore, sample_name
+    base, target = Path(base), Path(target)
+    cfg = SampleConfig(**read_json(base / "manifest.json")["config"])
+    if n == cfg.n:
+        return copy_run(base, target)
+    if (target / "manifest.json").is_file():
+        return target
+    cfg = replace(cfg, n=n)
+    labels = read_json(base / "labels_manifest.json")
+    num_classes = load_ensemble(labels["config"]["ensemble"]).cfg.num_classes
+    src, dst = ShardStore(base), ShardStore(target)
+    for k in range(cfg.num_shards):  # the same shard ranges, the last one cut at n
+        wanted = set(cfg.shard_range(k))
+        rows = [r for r in src.read_sidecar(k)["samples"] if r["id"] in wanted]
+        scores = {r["id"]: r["uncertainty"] for r in src.read_sidecar(k, labels=True)["samples"]}
+        ids = [r["id"] for r in rows]
+        images = np.stack([np.asarray(Image.open(src.images_dir(k) / sample_name(i)).convert("RGB")) for i in ids])
+        masks = np.stack([np.asarray(Image.open(src.masks_dir(k) / sample_name(i))) for i in ids])
+        dst.write_samples(k, ids, [r["seed"] for r in rows], images, cfg.hash())
+        dst.write_labels(k, ids, masks, np.array([scores[i] for i in ids]), num_classes, labels["hash"])
+    shutil.copyfile(base / "labels_manifest.json", target / "labels_manifest.json")
+    claim_manifest(target / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=False)  # last: marks it done
+    return target
+
+
+def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: str | Path, cfg: SyntheticSizeConfig,
+                             *, workers: int = 1, threads: int | None = None, device: str = "cpu",
+                             progress: bool = True) -> dict:
+    from ..devices import resolve_device
+    from ..ensemble.model import load_ensemble
+    from ..environment import provenance
+    from ..pipeline.config import SampleConfig
+    from ..pipeline.finalize import finalize_run
+    from ..pipeline.generate import sample_run
+    cfg.validate()
+    out, ens = Path(out_dir), load_ensemble(ensemble).cfg
+    dev = str(resolve_device(device))
+    test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
+    write_json(out / "study_config.json", {"study": "synthetic-size", **asdict(cfg), "ensemble": str(ensemble),
+                                           "data": str(data)})
+    base = out / "run"
+    sample_run(base, SampleConfig(model=cfg.model, n=cfg.samples(max(cfg.sizes)), seed=cfg.seed, sampler=cfg.sampler,
+                                  sampling_steps=cfg.sampling_steps, batch_size=cfg.batch_size,
+                                  shard_size=cfg.shard_size),
+               ensemble=ensemble, workers=workers, device=dev, threads=threads, progress=progress)
+    rows, confusions = {}, {}
+    for size in cfg.sizes:
+        run = first_samples(base, out / f"run-{size}", cfg.samples(size))
+        card = finalize_run(run, max_pairs=size)
+        confusions[size] = deeplab_over_seeds(run, data, out / f"deeplab-{size}", test, cfg.deeplab_seeds,
+                                              epochs=cfg.epochs(size), input_scale=cfg.input_scale,
+                                              batch_size=cfg.deeplab_batch, num_classes=ens.num_classes,
+                                              ignore_label=ens.ignore_label, workers=workers, threads=threads,
+                                              device=dev, progress=progress)
+        rows[str(size)] = size_row(size, card, confusions, cfg, workers, ens.ignore_label)
+    report = {"study": "synthetic-size", "samples": cfg.samples(max(cfg.sizes)), "sampler": cfg.sampler,
+              "sampling_steps": cfg.sampling_steps, "deeplab_seeds": list(cfg.deeplab_seeds),
+              "test_images": len(test), "budget": {"rule": cfg.budget, "text": BUDGETS[cfg.budget].format(
+                  epochs=cfg.deeplab_epochs)}, "rows": rows, "saturates_at": saturation(rows), **provenance()}
+    write_json(out / "study.json", report)
+    (out / "study.md").write_text(synthetic_size_markdown(report))
+    return report
+
+
+def size_row(size: int, card: dict, confusions: dict, cfg: SyntheticSizeConfig, workers: int, ignore_label: int) -> dict:
+    """One size's numbers; the difference to the previous size resamples test images (paired) and seeds."""
+    per_seed = [miou_of(c, ignore_label) for c in confusions[size]]
+    epochs = cfg.epochs(size)
+    row = {"pairs": card["counts"]["kept"], "samples": card["counts"]["generated"], "epochs": epochs,
+           # one process per worker, each its batch, the last partial batch dropped
+           "optimisation_steps": epochs * (card["counts"]["kept"] // (cfg.deeplab_batch * workers)),
+           "miou_mean": float(np.mean(per_seed)), "miou_std": float(np.std(per_seed)), "miou_per_seed": per_seed}
+    smaller = [s for s in confusions if s < size]
+    if smaller:
+        row["vs_previous"] = {"size": max(smaller), **hierarchical_bootstrap(
+            confusions[max(smaller)], confusions[size], ignore_label=ignore_label, resamples=cfg.bootstrap)}
+    return row
+
+
+def saturation(rows: dict) -> int | None:
+    """The first size whose gain over the previous size is not significant (None: every step up is)."""
+    for key, r in rows.items():
+        d = r.get("vs_previous")
+        if d is not None and not (d["significant"] and d["difference"] > 0):
+            return int(key)
+    return None
+
+
+def synthetic_size_markdown(report: dict) -> str:
+    lines = [f"DeepLabV3 over {_seeds(report)} on {report['test_images']} real test images. One run of "
+             f"{report['samples']} samples ({report['sampler']}-{report['sampling_steps']}); each size keeps the "
+             f"first ceil(size / 0.9) samples' least uncertain pairs after the 10 % drop. Budget: "
+             f"{report['budget']['text']}.", "",
+             "| pairs | samples | DeepLab epochs | optimisation steps | mIoU (mean ± std) | Δ vs previous size (95 % CI) |",
+             "|---:|---:|---:|---:|---:|---|"]
+    for r in report["rows"].values():
+        d = r.get("vs_previous")
+        delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, "
+                                       f"{100 * d['ci_high']:+.1f}] vs {d['size']}" + ("" if d["significant"] else " (n.s.)"))
+        lines.append(f"| {r['pairs']} | {r['samples']} | {r['epochs']} | {r['optimisation_steps']} | "
+                     f"{_mean_std(r, report)} | {delta} |")
+    at = report["saturates_at"]
+    if at is None:
+        tail = f"Every step up in size is a significant gain: no saturation up to {list(report['rows'])[-1]} pairs."
+    else:
+        tail = f"Saturates at {at} pairs: the first size whose gain over the previous one is not significant."
+    return "\n".join(lines) + f"\n\n{tail}\n"
