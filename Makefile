@@ -11,11 +11,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
-	# mmsegmentation's dataset code, to load `export --format mmseg` back in the tests. No dependency
-	# resolution: mmengine and mmcv-lite would pull opencv-python (the GUI build, which needs libGL) over
-	# the headless OpenCV that albumentations uses; their pure-Python dependencies are listed instead.
-	$(BIN)/pip install -q --no-deps mmsegmentation==1.2.2 mmengine==0.10.7 mmcv-lite==2.1.0 addict==2.4.0 \
-		yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 prettytable==3.18.0
+	# mmsegmentation's dataset code, to load `export --format mmseg` back in the tests, in a folder of its
+	# own: its wheel ships a top-level `tests` package that would shadow ours. No dependency resolution:
+	# mmengine and mmcv-lite would pull opencv-python (the GUI build, which needs libGL) over the headless
+	# OpenCV that albumentations uses; their pure-Python dependencies are listed instead.
+	$(BIN)/pip install -q --no-deps --target $(VENV)/mmseg mmsegmentation==1.2.2 mmengine==0.10.7 \
+		mmcv-lite==2.1.0 addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0 ftfy==6.3.1 \
+		wcwidth==0.9.4 prettytable==3.18.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -58,13 +58,19 @@ def test_hf_export_loads_with_datasets_imagefolder(finished, tmp_path):
     assert_id2label(out)
 
 
-def _mmseg_dataset_registry():
+MMSEG_DIR = Path(sys.prefix) / "mmseg"  # `make install` puts mmsegmentation there (see the Makefile)
+
+
+def _mmseg_dataset_registry(monkeypatch):
     """mmseg's dataset registry with BaseSegDataset in it, as `custom_imports` sees them. `mmseg.datasets`'
     __init__ imports every dataset and transform and, through mmseg.utils, mmcv's compiled ops, which have
     no build for this torch (mmcv-lite is mmcv without them): its BaseSegDataset module is imported on its
-    own, under a bare `mmseg.datasets` package that holds only that class."""
+    own, under a bare `mmseg.datasets` package that holds only that class. The folder goes at the end of
+    the path: its wheel's top-level `tests` package must not shadow ours."""
     import importlib
     import types
+    assert MMSEG_DIR.is_dir(), f"{MMSEG_DIR} is missing: run `make install`"
+    monkeypatch.setattr(sys, "path", [*sys.path, str(MMSEG_DIR)])
     import mmseg
     from mmseg.registry import DATASETS
     if "mmseg.datasets.basesegdataset" not in sys.modules:
@@ -83,7 +89,7 @@ def test_mmseg_export_loads_with_mmsegs_own_dataset_class(finished, tmp_path, mo
     card = json.loads((finished / "dataset_card.json").read_text())
     assert cfg["classes"] == CLASSES and cfg["palette"] == card["palette"] and cfg["ignore_index"] == 255
     # What the written snippet's docstring tells users to do: the folder on the path, custom_imports, the config.
-    DATASETS = _mmseg_dataset_registry()
+    DATASETS = _mmseg_dataset_registry(monkeypatch)
     monkeypatch.syspath_prepend(str(out))
     from mmengine.utils import import_modules_from_strings
     DATASETS.module_dict.pop("DatasetDDPMDataset", None)  # registered afresh from this export's snippet
