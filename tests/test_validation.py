@@ -107,8 +107,8 @@ def test_user_error_inside_worker_processes_is_one_line(sampled_run, tiny_model_
     shutil.copytree(tiny_model_dir, model)
     checked = generate.resolve_sample_config
 
-    def check_then_break(cfg, ensemble):
-        resolved = checked(cfg, ensemble)
+    def check_then_break(cfg, ensemble, *options):
+        resolved = checked(cfg, ensemble, *options)
         (model / "model.safetensors").write_bytes(b"broken")
         return resolved
     monkeypatch.setattr(generate, "resolve_sample_config", check_then_break)
