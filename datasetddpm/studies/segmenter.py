@@ -110,16 +110,18 @@ def run_segmenter_study(out_dir: str | Path, run: str | Path, data: str | Path, 
 
 
 def segmenter_markdown(report: dict) -> str:
+    from .common import mean_std, seeds_text
     names = list(next(iter(report["rows"].values()))["iou"])
-    n = len(report["deeplab_seeds"])
-    lines = [f"DeepLabV3 on {report['pairs']} kept pairs, scored on {report['test_images']} real test images, "
-             f"{n} training seed{'s' if n != 1 else ''}.", "",
-             "| setting | epochs | mIoU (mean ± std) | Δ vs baseline (95 % CI) | train s | " + " | ".join(names) + " |",
-             "|---|---:|---:|---|---:|" + "---:|" * len(names)]
+    spread = "mean ± std over " if len(report["deeplab_seeds"]) > 1 else ""
+    lines = [f"DeepLabV3 on {report['pairs']} kept pairs, scored on {report['test_images']} real test images. "
+             "Train s: each run's wall time on this machine under its load at the time (for step costs measured "
+             "side by side, see the budget table).", "",
+             f"| setting | epochs | mIoU ({spread}{seeds_text(report)}) | Δ vs baseline (95 % CI) | train s | "
+             + " | ".join(names) + " |", "|---|---:|---:|---|---:|" + "---:|" * len(names)]
     for r in report["rows"].values():
         d = r.get("vs_baseline")
         delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
                                        + ("" if d["significant"] else " (n.s.)"))
-        lines.append(f"| {r['what']} | {r['epochs']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | {delta} | "
+        lines.append(f"| {r['what']} | {r['epochs']} | {mean_std(r, report)} | {delta} | "
                      f"{r['train_seconds_mean']:.0f} | " + " | ".join(f"{100 * r['iou'][c]:.0f}" for c in names) + " |")
     return "\n".join(lines) + "\n"
