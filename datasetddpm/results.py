@@ -132,6 +132,7 @@ VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct"
          "samples-vs-real": samples_vs_real, "samplers": samplers, "budget": budget,
          "trajectory": _markdown_view(".studies.trajectory", "trajectory_markdown"),
          "segmenter": _markdown_view(".studies.segmenter", "segmenter_markdown"),
+         "real-images": _markdown_view(".studies.real_images", "real_images_markdown"),
          "suggest": _markdown_view(".studies.suggest", "suggest_markdown"),
          "main": _markdown_view(".studies.main", "main_markdown"),
          "labelled-count": _markdown_view(".studies.labelled_count", "labelled_count_markdown"),
