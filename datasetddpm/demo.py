@@ -161,12 +161,15 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
 def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
              model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
              sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 6,
-             input_scale: int = 2, train_cfg: EnsembleTrainConfig | None = None, device: str | torch.device = "cpu",
+             input_scale: int = 2, real_fraction: float = 0.0, train_cfg: EnsembleTrainConfig | None = None, device: str | torch.device = "cpu",
              progress: bool = True, log=print) -> DemoReport:
     """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0. On a GPU (`device`)
     every stage runs there, sampling in one process. Writes `out/demo.json` (`DemoReport.to_dict()`)."""
     if labeller not in LABELLERS:
         raise OptionError("--labeller", f"must be real or generated, got {labeller!r}")
+    if not 0 <= real_fraction < 1:
+        raise OptionError("--real-fraction", f"must be in [0, 1) (0: synthetic pairs only), got {real_fraction}")
+    started = time.perf_counter()
     out = Path(out)
     timer = _Timer()
     preset = EMBEDDED
@@ -182,19 +185,20 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
     if pairs > 0:
         pipeline = _datasetddpm(out, generator, pairs=pairs, labeller=labeller, annotated=annotated, sampler=sampler,
                                 sampling_steps=sampling_steps, workers=workers, deeplab_epochs=deeplab_epochs,
-                                input_scale=input_scale, train_cfg=train_cfg, timer=timer, device=device,
+                                input_scale=input_scale, real_fraction=real_fraction, train_cfg=train_cfg, timer=timer, device=device,
                                 progress=progress, log=log)
     report = DemoReport(train_images=train, test_images=test, seeds=list(seeds), model=model,
                         features=preset.features.to_dict(), direct=direct, datasetddpm=pipeline,
                         timings_seconds={k: round(v, 1) for k, v in timer.stages.items()},
                         total_seconds=round(sum(timer.stages.values()), 1))
     from .environment import provenance
-    write_json(out / "demo.json", {**report.to_dict(), **provenance()})  # what made the numbers, and where
+    wall = {"wall_seconds": round(time.perf_counter() - started, 1)}  # the stages, model loading and set-up
+    write_json(out / "demo.json", {**report.to_dict(), **wall, **provenance()})  # what made the numbers, and where
     return report
 
 
 def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
-                 deeplab_epochs, input_scale, train_cfg, timer, device, progress, log) -> DatasetDDPMResult:
+                 deeplab_epochs, input_scale, real_fraction, train_cfg, timer, device, progress, log) -> DatasetDDPMResult:
     from .compare import compare
     from .pipeline.config import SampleConfig
     from .pipeline.finalize import finalize_run
@@ -225,9 +229,14 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
                    threads=1 if workers > 1 and device.type == "cpu" else None, progress=progress)
     with timer("filter (global drop of 10 %)"):
         card = finalize_run(run, max_pairs=pairs)
-    with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale})"):
+    # With real_fraction, the labeller's own labelled images (the real ones, or the annotated samples in the
+    # paper's protocol) are mixed into every epoch: the best setting `study segmenter` measured.
+    labelled = out / ("annotated" if labeller == "generated" else "data")
+    mixed = dict(real=str(labelled.resolve()), real_fraction=real_fraction) if real_fraction else {}
+    with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale}"
+               + (f", {real_fraction:.0%} labelled images" if real_fraction else "") + ")"):
         result = train_deeplab_run(run, out / "data", out / "deeplab",
-                                   DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale),
+                                   DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale, **mixed),
                                    device=str(device), progress=progress)
     with timer("compare on the test set"):
         cmp = compare(ensemble_dir, out / "deeplab" / "best", out / "data", out / "compare",
@@ -235,4 +244,5 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
     log(f"DeepLabV3 (synthetic) mIoU {100 * cmp['methods']['DeepLabV3 (synthetic)']['miou']:.1f} vs direct "
         f"{100 * cmp['methods']['direct DDPM']['miou']:.1f}")
     return DatasetDDPMResult(labeller=labeller, pairs=card["counts"], sampler=sampler, sampling_steps=sampling_steps,
-                             deeplab={**result, "input_scale": input_scale}, compare=cmp["methods"])
+                             deeplab={**result, "input_scale": input_scale, "real_fraction": real_fraction},
+                             compare=cmp["methods"])

@@ -38,4 +38,22 @@ def provenance(command: str | None = None) -> dict:
         command = "datasetddpm " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "datasetddpm" else ""
     gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "no GPU"
     return {"command": command, "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {gpus}", "torch": torch.__version__}
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {gpus}", "torch": torch.__version__,
+            "embedded_weights": embedded_weights()}
+
+
+def embedded_weights() -> dict[str, str]:
+    """Short sha256 digests of the shipped weights: `embedded` names different models as they are retrained,
+    so a result records which ones it used."""
+    import hashlib
+    from .paths import EMBEDDED_MODEL_DIR, EMBEDDED_ORACLE_DIR, EMBEDDED_STYLEGAN2_DIR
+    digests = {}
+    for name, folder in (("ddpm", EMBEDDED_MODEL_DIR), ("oracle", EMBEDDED_ORACLE_DIR),
+                         ("stylegan2", EMBEDDED_STYLEGAN2_DIR)):
+        files = sorted(folder.glob("*.safetensors"))
+        if files:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.read_bytes())
+            digests[name] = h.hexdigest()[:12]
+    return digests

@@ -41,14 +41,25 @@ def demo_compare(d: dict) -> str:
     """DeepLab-from-synthetic vs direct mode of one demo run."""
     methods = dict(d["datasetddpm"]["compare"])
     pairs = d["datasetddpm"]["pairs"]["kept"]
-    methods = {(f"DeepLabV3 (synthetic, {pairs} pairs)" if "DeepLab" in k else k): v for k, v in methods.items()}
-    return _iou_table(methods)
+    share = d["datasetddpm"]["deeplab"].get("real_fraction")
+    name = f"DeepLabV3 ({pairs} synthetic pairs" + (f" + labelled images at {share:.0%} of each epoch)" if share else ")")
+    methods = {(name if "DeepLab" in k else k): v for k, v in methods.items()}
+    direct = methods["direct DDPM"]
+    deeplab = next(v for k, v in methods.items() if "DeepLab" in k)
+    speed = direct["seconds_per_image"] / deeplab["seconds_per_image"]
+    return _iou_table(methods) + (f"\n\nDeepLabV3 minus direct mode: {_pct(deeplab['miou'] - direct['miou'])} mIoU "
+                                  f"points; DeepLabV3 is {speed:.1f}× " + ("faster" if speed >= 1 else "slower")
+                                  + " per image.")
 
 
 def demo_stages(d: dict) -> str:
     lines = ["| stage | s |", "|---|---:|"]
     lines += [f"| {stage} | {s:.1f} |" for stage, s in d["timings_seconds"].items()]
-    return "\n".join(lines)
+    if "wall_seconds" in d:
+        minutes, seconds = divmod(round(d["wall_seconds"]), 60)
+        lines += ["", f"Wall clock: {minutes} min {seconds} s (the stages, model loading and set-up; the "
+                      "interpreter's start and imports come on top)."]
+    return _with_provenance("\n".join(lines), d)
 
 
 def demo_direct(d: dict) -> str:
@@ -61,7 +72,10 @@ def demo_direct(d: dict) -> str:
         lines.append(f"| {method} | {_pct(r['miou_mean'])} ± {_pct(r['miou_std'])} | "
                      + " | ".join(_pct(v, 0) for v in per_class) + " |")
     seeds = ", ".join(f"{m}: " + ", ".join(_pct(run["miou"]) for run in r["runs"]) for m, r in direct.items())
-    return _with_provenance("\n".join(lines) + f"\n\nPer seed ({len(d['seeds'])} seeds) — {seeds}.", d)
+    first, *rest = direct.items()
+    gaps = "".join(f" {first[0]} minus {m}: {_pct(first[1]['miou_mean'] - r['miou_mean'])} points (means)."
+                   for m, r in rest)
+    return _with_provenance("\n".join(lines) + f"\n\nPer seed ({len(d['seeds'])} seeds) — {seeds}.{gaps}", d)
 
 
 def samples_vs_real(d: dict) -> str:
@@ -80,7 +94,7 @@ def samples_vs_real(d: dict) -> str:
              + (f"{d['sampler']}-{d['sampling_steps']}" if d["sampler"] else "one generator pass") + ") | "
              f"{_pct(d['samples']['flip_consistency_miou'])} | {d['samples']['mean_confidence']:.3f} | "
              f"{fractions(d['samples']['class_frequency'])} |"]
-    provenance = f" (`{d['command']}`, {d['date']}, {d['machine']})" if d.get("command") else ""
+    provenance = f" (`{d['command']}`, {d['date']}, {d['machine']}{_weights(d)})" if d.get("command") else ""
     return "\n".join(lines) + (f"\n\nThe oracle's mIoU on these {d['num_samples']} real images: "
                                f"{_pct(d['oracle_miou_on_real'])}{provenance}.")
 
@@ -115,8 +129,15 @@ def budget(d: dict) -> str:
                                "(6 blocks x 3 steps) and a 10-member ensemble; the same UNet architecture at each side.")
 
 
+def _weights(d: dict) -> str:
+    """The shipped DDPM's digest, where the result recorded it: `embedded` is retrained from time to time."""
+    digest = d.get("embedded_weights", {}).get("ddpm")
+    return f"; shipped DDPM {digest}" if digest else ""
+
+
 def _with_provenance(table: str, d: dict) -> str:
-    return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']})." if d.get("command") else "")
+    return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']}{_weights(d)})."
+                                  if d.get("command") else "")
 
 
 def _markdown_view(module: str, function: str):

@@ -35,12 +35,19 @@ def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     from datasetddpm.demo import run_demo
     from datasetddpm.ensemble.train import EnsembleTrainConfig
     r = run_demo(tmp_path, train=2, test=2, model=str(tiny_model_dir), pairs=8, sampling_steps=2, deeplab_epochs=1,
-                 input_scale=1, train_cfg=EnsembleTrainConfig(max_epochs=5), progress=False, log=lambda *_: None)
+                 input_scale=1, real_fraction=0.2, train_cfg=EnsembleTrainConfig(max_epochs=5), progress=False,
+                 log=lambda *_: None)
     d = r["datasetddpm"]
     assert d["pairs"] == {"generated": 9, "kept": 8, "dropped": 1}
     assert set(d["compare"]) == {"direct DDPM", "DeepLabV3 (synthetic)"}
-    assert "train DeepLabV3 (1 epochs, input x1)" in r["timings_seconds"]
+    assert "train DeepLabV3 (1 epochs, input x1, 20% labelled images)" in r["timings_seconds"]
     assert (tmp_path / "compare" / "compare.md").is_file()
+    # The labeller's real labelled images went into DeepLab's epochs at the share asked for.
+    training = json.loads((tmp_path / "deeplab" / "best" / "config.json").read_text())["training"]
+    assert training["real"] == str((tmp_path / "data").resolve()) and training["real_fraction"] == 0.2
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert saved["datasetddpm"]["deeplab"]["real_fraction"] == 0.2 and saved["wall_seconds"] >= sum(
+        saved["timings_seconds"].values()) - 0.5
 
 
 def test_demo_report_writes_the_demo_json_it_reads():

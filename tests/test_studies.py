@@ -152,7 +152,7 @@ def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
                                                   channel_base=64, channel_max=8)))
     out = tmp_path / "m"
     r = run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", gan,
-            "--quick", "--quiet", "--threads", 1)
+            "--quick", "--quiet", "--threads", 1, "--real-fraction", 0.25)
     assert r.exit_code == 0, r.output
     report = json.loads((out / "study.json").read_text())
     assert list(report["rows"]) == list(ROWS) and report["seeds"] == [0]
@@ -168,6 +168,17 @@ def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
         assert card["counts"]["kept"] == 4 and card["ensemble"].endswith(
             f"ensemble-{_slug('DatasetGAN' if row == 'DatasetGAN' else ROWS[row][1])}")
     assert "| DatasetGAN | annotated StyleGAN2 samples |" in (out / "study.md").read_text()
+    # --real-fraction: each DeepLab row mixed in the labelled images its own ensemble was trained on.
+    for row, mixed in (("DatasetDDPM", tiny_dataset), ("DatasetDDPM (paper protocol)", out / "annotated-ddpm"),
+                       ("DatasetGAN", out / "annotated-gan")):
+        training = json.loads((out / "seed-0" / f"deeplab-{_slug(row)}" / "best" / "config.json").read_text())["training"]
+        assert training["real"] == str(mixed.resolve()) and training["real_fraction"] == 0.25
+    assert "mixed into every epoch as 25% of its samples" in (out / "study.md").read_text()
+    # The same folder with other settings is refused (its kept scores would pass for theirs); nothing changes.
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    one_line_error(run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", gan,
+                       "--quick", "--quiet"), "--out", "other settings (real_fraction)")
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     one_line_error(run("study", "main", "--data", tiny_dataset, "--out", tmp_path / "x", "--model", tiny_model_dir,
                        "--gan", tiny_model_dir, "--quick"), "--gan", "not a StyleGAN2")
 

@@ -24,6 +24,9 @@ def demo_command(
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling.")] = 2,
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling (32 px images).")] = 2,
+    real_fraction: Annotated[float, typer.Option(help="Share of each DeepLab epoch given to the labeller's labelled "
+                                                      "images (the real ones; the annotated samples with --labeller "
+                                                      "generated); 0 = synthetic pairs only.")] = 0.1,
     model: Annotated[str, typer.Option(help="Diffusion checkpoint ('embedded' = shipped).")] = "embedded",
     device: Annotated[str, typer.Option(help="cpu (default: the demo is sized for a CPU), cuda or cuda:N.")] = "cpu",
     threads: opt.Threads = None,
@@ -36,6 +39,7 @@ def demo_command(
     opt.set_threads(threads)
     report = run_demo(out, train=train, test=test, seeds=tuple(range(seeds)), model=model, pairs=pairs,
                       labeller=labeller, sampler=sampler, sampling_steps=sampling_steps, workers=workers,
-                      deeplab_epochs=deeplab_epochs, input_scale=input_scale, device=resolve_device(device),
+                      deeplab_epochs=deeplab_epochs, input_scale=input_scale, real_fraction=real_fraction,
+                      device=resolve_device(device),
                       progress=not quiet)
     print_demo(report, out)

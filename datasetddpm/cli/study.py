@@ -143,6 +143,9 @@ def main_command(
     seeds: Annotated[str, typer.Option(help="Seeds: every ensemble's and DeepLab's training seed.")] = "0,1,2,3,4",
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per row and seed.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
+    real_fraction: Annotated[float, typer.Option(help="Mix each DeepLab row's labelled images (its ensemble's: the "
+                                                      "real ones, or the annotated samples) into every epoch at this "
+                                                      "share; 0 = synthetic pairs only.")] = 0.0,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
     threads: opt.Threads = None,
@@ -153,9 +156,9 @@ def main_command(
     DatasetGAN, mean ± std over seeds, with each DeepLab row's gap to its labeller."""
     from ..studies.main import MainStudyConfig, run_main_study
     opt.set_threads(threads)
-    cfg = MainStudyConfig.quick(model, gan) if quick else MainStudyConfig(
+    cfg = MainStudyConfig.quick(model, gan, real_fraction) if quick else MainStudyConfig(
         model=model, gan=gan, pairs=pairs, annotated=annotated, seeds=opt.parse_ints("--seeds", seeds),
-        deeplab_epochs=deeplab_epochs, input_scale=input_scale)
+        deeplab_epochs=deeplab_epochs, input_scale=input_scale, real_fraction=real_fraction)
     run_main_study(out, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())
 

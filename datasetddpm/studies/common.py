@@ -13,6 +13,24 @@ from ..segmenters.model import load_segmenter, predict
 from .stats import per_item_confusions
 
 
+def write_study_config(out: str | Path, config: dict, *, grows: tuple[str, ...] = ("seeds", "deeplab_seeds")) -> None:
+    """Record a study's settings in out/study_config.json, refusing a folder that holds the same study with
+    other settings: its kept results would be reused as if they were these. Seed lists may grow (a rerun
+    with more seeds resumes); keys an older version did not record are not compared."""
+    import json
+    from ..errors import OptionError
+    from ..io import read_json, write_json
+    path = Path(out) / "study_config.json"
+    config = json.loads(json.dumps(config))  # tuples as lists, as read back
+    if path.is_file():
+        old = read_json(path)
+        changed = sorted(k for k in set(old) & set(config) if k not in grows and old[k] != config[k])
+        if changed:
+            raise OptionError("--out", f"{out} holds a {old.get('study', '')} study made with other settings "
+                                       f"({', '.join(changed)}): give the same ones, or a new --out")
+    write_json(path, config)
+
+
 def deeplab_confusions(deeplab_dir: str | Path, test, num_classes: int, ignore_label: int) -> np.ndarray:
     """(N, K, K) per-image confusions of `deeplab_dir/best` (train-deeplab's output) on `test`, a labelled set."""
     model = load_segmenter(Path(deeplab_dir) / "best")

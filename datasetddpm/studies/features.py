@@ -29,6 +29,7 @@ from ..generators.base import FeatureSpec
 from ..io import atomic_path, read_json, write_json
 from ..progress import progress_bar
 from ..segmenters.metrics import iou_per_class, mean_iou
+from .common import write_study_config
 from .common import train_and_test
 from .stats import hierarchical_bootstrap, per_item_confusions
 
@@ -163,7 +164,7 @@ def run_features_study(out_dir: str | Path, data: str | Path, cfg: FeaturesStudy
     base = source_for(problem, device=device)
     blocks = tuple(range(len(base.generator.blocks))) if cfg.blocks is None else cfg.blocks
     base.generator.check_spec(FeatureSpec(blocks, cfg.steps))
-    write_json(out / "study_config.json", {"study": "features", **asdict(cfg), "data": str(data)})
+    write_study_config(out, {"study": "features", **asdict(cfg), "data": str(data)})
     split = class_split(train.masks, problem.class_names, problem.ignore_label)
     cells = _grid_cells(out, base.generator, train, test, problem, cfg, blocks, progress)
     noise = _noise_confusions(out, base, train, test, problem, cfg)

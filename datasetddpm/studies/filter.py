@@ -28,6 +28,7 @@ from ..io import write_json
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
+from .common import write_study_config
 from .common import deeplab_over_seeds
 from .stats import auroc, hierarchical_bootstrap, miou_of, per_item_confusions
 
@@ -95,7 +96,7 @@ def run_filter_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
     dev = resolve_device(device)
     test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
     oracle = load_segmenter(EMBEDDED_ORACLE_DIR).to(dev)
-    write_json(out / "study_config.json", {"study": "filter", **asdict(cfg), "ensemble": str(ensemble), "data": str(data)})
+    write_study_config(out, {"study": "filter", **asdict(cfg), "ensemble": str(ensemble), "data": str(data)})
     run = out / "run"
     sample_run(run, SampleConfig(model=cfg.model, n=cfg.n, seed=cfg.seed, sampler=cfg.sampler,
                                  sampling_steps=cfg.sampling_steps, batch_size=cfg.batch_size, shard_size=cfg.shard_size),

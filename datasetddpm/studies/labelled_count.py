@@ -18,6 +18,7 @@ from ..ensemble.train import EnsembleTrainConfig
 from ..errors import OptionError
 from ..io import read_json, write_json
 from ..seeds import stream_seed
+from .common import write_study_config
 from .common import train_and_test
 
 
@@ -52,7 +53,7 @@ def run_labelled_count_study(out_dir: str | Path, data: str | Path, cfg: Labelle
         raise OptionError("--counts", f"need counts in [1, {len(train)}] (the labelled images in {data}), "
                                       f"got {list(cfg.counts)}")
     source = PerImageCache(source_for(problem, device=device))
-    write_json(out / "study_config.json", {"study": "labelled-count", **asdict(cfg), "data": str(data)})
+    write_study_config(out, {"study": "labelled-count", **asdict(cfg), "data": str(data)})
     rows = {}
     for count in cfg.counts:
         runs = []

@@ -29,6 +29,7 @@ import numpy as np
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import write_json
+from .common import write_study_config
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
 
 DIRECT, COLOUR, DDPM = "direct DDPM", "colour RGB-3x3", "DatasetDDPM"
@@ -55,13 +56,20 @@ class MainStudyConfig:
     deeplab_epochs: int = 6
     deeplab_batch: int = 8
     input_scale: int = 2
+    real_fraction: float = 0.0  # > 0: each DeepLab row's labelled images (its ensemble's) mixed into every epoch
     bootstrap: int = 2000
 
     @classmethod
-    def quick(cls, model: str, gan: str) -> "MainStudyConfig":
+    def quick(cls, model: str, gan: str, real_fraction: float = 0.0) -> "MainStudyConfig":
         return cls(model=model, gan=gan, pairs=4, annotated=2, seeds=(0,), sampling_steps=2, batch_size=5,
                    shard_size=5, members=2, max_steps=40, deeplab_epochs=1, deeplab_batch=2, input_scale=1,
-                   bootstrap=50)
+                   real_fraction=real_fraction, bootstrap=50)
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise OptionError("--seeds", "need at least one seed")
+        if not 0 <= self.real_fraction < 1:
+            raise OptionError("--real-fraction", f"must be in [0, 1) (0: synthetic pairs only), got {self.real_fraction}")
 
     def rows(self) -> list[str]:
         return [r for r in ROWS if r != GAN or self.gan]
@@ -105,18 +113,21 @@ class _Study:
                    threads=self.threads, progress=self.progress)
         return run
 
+    def labelled(self, row: str) -> Path:
+        """The labelled images `row`'s ensemble is trained on: the real ones, or the annotated samples."""
+        on = ROWS[row][0]
+        return self.data if on == "real" else self.annotated("gan" if row == GAN else "ddpm")
+
     def ensemble(self, seed: int, row: str) -> Path:
         """The ensemble a row uses at `seed` (trained once, kept)."""
         from ..ensemble.train import EnsembleTrainConfig
         from ..generators.loading import stylegan2_problem
         from ..workflows import resolve_problem, train_ensemble_folder
-        on = ROWS[row][0]
         folder = self.out / f"seed-{seed}" / f"ensemble-{_slug(row)}"
         if not (folder / "ensemble.json").is_file():
             model = self.cfg.gan if row == GAN else self.cfg.model
             problem = stylegan2_problem(resolve_problem("embedded", model=model), None, None, None)
-            data = self.data if on == "real" else self.annotated("gan" if row == GAN else "ddpm")
-            train_ensemble_folder(data, folder, problem, colour=row == COLOUR, device=self.device, progress=False,
+            train_ensemble_folder(self.labelled(row), folder, problem, colour=row == COLOUR, device=self.device, progress=False,
                                   train=EnsembleTrainConfig(members=self.cfg.members, seed=seed,
                                                             max_steps=self.cfg.max_steps))
         return folder
@@ -131,7 +142,8 @@ class _Study:
 
     def deeplab_confusions(self, seed: int, row: str, ensemble_dir: Path) -> np.ndarray:
         """Label the generator's samples with `ensemble_dir` (a copy of the sample run), keep the least
-        uncertain `pairs`, train DeepLabV3 and score it on the test images."""
+        uncertain `pairs`, train DeepLabV3 (with `real_fraction`, on them and the labelled images of the
+        row's ensemble) and score it on the test images."""
         from ..pipeline.finalize import finalize_run
         from ..pipeline.generate import label_run
         from ..segmenters.train_deeplab import DeepLabTrainConfig
@@ -144,9 +156,12 @@ class _Study:
                   device=str(self.device), threads=self.threads, progress=self.progress)
         finalize_run(run, max_pairs=self.cfg.pairs)
         deeplab = self.out / f"seed-{seed}" / f"deeplab-{_slug(row)}"
+        mixed = dict(real=str(self.labelled(row).resolve()), real_fraction=self.cfg.real_fraction) \
+            if self.cfg.real_fraction else {}
         train_deeplab_run(run, self.data, deeplab, DeepLabTrainConfig(
             epochs=self.cfg.deeplab_epochs, input_scale=self.cfg.input_scale, seed=seed,
-            batch_size=self.cfg.deeplab_batch), device=str(self.device), threads=self.threads, progress=self.progress)
+            batch_size=self.cfg.deeplab_batch, **mixed), device=str(self.device), threads=self.threads,
+            progress=self.progress)
         return deeplab_confusions(deeplab, self.test, self.K, self.ignore)
 
     def score(self, seed: int, row: str) -> np.ndarray:
@@ -168,14 +183,13 @@ def run_main_study(out_dir: str | Path, data: str | Path, cfg: MainStudyConfig, 
     from ..devices import resolve_device
     from ..environment import provenance
     from ..generators.loading import model_kind
-    if not cfg.seeds:
-        raise OptionError("--seeds", "need at least one seed")
+    cfg.validate()
     if cfg.gan and model_kind(cfg.gan) != "stylegan2":
         raise OptionError("--gan", f"{cfg.gan!r} is not a StyleGAN2 model folder (or 'embedded-stylegan2')")
     out = Path(out_dir)
     study = _Study(out, Path(data), cfg, workers=workers, threads=threads, device=resolve_device(device),
                    progress=progress)
-    write_json(out / "study_config.json", {"study": "main", **asdict(cfg), "data": str(data)})
+    write_study_config(out, {"study": "main", **asdict(cfg), "data": str(data)})
     confusions = {row: np.stack([study.score(seed, row) for seed in cfg.seeds]) for row in cfg.rows()}
     report = main_report(cfg, confusions, study.test)
     report.update(provenance())
@@ -203,7 +217,7 @@ def main_report(cfg: MainStudyConfig, confusions: dict, test) -> dict:
                                                                    resamples=cfg.bootstrap,
                                                                    ignore_label=EMBEDDED.ignore_label)
     return {"study": "main", "seeds": list(cfg.seeds), "test_images": len(test), "pairs": cfg.pairs,
-            "annotated": cfg.annotated, "model": cfg.model, "gan": cfg.gan or None, "rows": rows}
+            "real_fraction": cfg.real_fraction, "annotated": cfg.annotated, "model": cfg.model, "gan": cfg.gan or None, "rows": rows}
 
 
 def _interval(d: dict | None) -> str:
@@ -227,4 +241,8 @@ def main_markdown(report: dict) -> str:
     gan = report["rows"].get(GAN, {}).get("vs_datasetddpm_paper")
     if gan is not None:
         lines += ["", f"DatasetGAN minus DatasetDDPM (both paper protocol): {_interval(gan)} mIoU points."]
+    if report.get("real_fraction"):
+        lines += ["", f"DeepLab rows: {report['pairs']} kept pairs, with the labelled images of the row's ensemble "
+                      f"(real, or the annotated samples) mixed into every epoch as {report['real_fraction']:.0%} of "
+                      "its samples."]
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
+from .common import write_study_config
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds
 from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
@@ -63,7 +64,7 @@ def run_mining_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
         raise OptionError("--prefer-classes", "name at least one class")
     dev = str(resolve_device(device))
     test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
-    write_json(out / "study_config.json", {"study": "mining", **asdict(cfg), "ensemble": str(ensemble), "data": str(data)})
+    write_study_config(out, {"study": "mining", **asdict(cfg), "ensemble": str(ensemble), "data": str(data)})
     base = out / "run"
     sample_run(base, SampleConfig(model=cfg.model, n=cfg.n, seed=cfg.seed, sampler=cfg.sampler,
                                   sampling_steps=cfg.sampling_steps, batch_size=cfg.batch_size, shard_size=cfg.shard_size),

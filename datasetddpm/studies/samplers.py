@@ -31,6 +31,7 @@ from ..pipeline.config import SampleConfig, sample_seed
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import label_run, sample_run
 from ..segmenters.model import load_segmenter
+from .common import write_study_config
 from .common import deeplab_confusions
 from .stats import miou_of, paired_bootstrap, per_item_confusions
 
@@ -121,7 +122,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
     workers = workers if dev.type == "cpu" else 1
     generator = load_generator(cfg.model, dev)
     oracle = load_segmenter(EMBEDDED_ORACLE_DIR).to(dev)
-    write_json(out / "study_config.json", {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble),
+    write_study_config(out, {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble),
                                            "data": str(data)})
     rows = {s.name: _measure_setting(out / s.name, s, cfg, ensemble, data, generator, oracle, test, K, ignore,
                                      workers=workers, threads=threads, device=str(dev), progress=progress)

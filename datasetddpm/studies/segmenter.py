@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..io import write_json
+from .common import write_study_config
 from .stats import hierarchical_bootstrap, miou_of
 
 # name -> (what it changes, the DeepLabTrainConfig fields it sets beside the baseline's)
@@ -82,7 +83,7 @@ def run_segmenter_study(out_dir: str | Path, run: str | Path, data: str | Path, 
     test = read_labelled(resolve_split(data, "test"), K, ignore)
     real_dir = str(resolve_split(data, "train").resolve())
     out = Path(out_dir)
-    write_json(out / "study_config.json", {"study": "segmenter", **asdict(cfg), "run": str(run), "data": str(data)})
+    write_study_config(out, {"study": "segmenter", **asdict(cfg), "run": str(run), "data": str(data)})
     rows, base = {}, None
     for name in cfg.settings:
         args = cfg.training(name, real_dir)

@@ -23,6 +23,7 @@ from ..errors import OptionError
 from ..io import read_json, write_json
 from ..segmenters.metrics import iou_per_class
 from ..seeds import stream_seed
+from .common import write_study_config
 from .common import train_and_test
 from ..suggest import choose
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
@@ -72,7 +73,7 @@ def run_suggest_study(out_dir: str | Path, data: str | Path, cfg: SuggestStudyCo
         raise OptionError("--start/--add", f"need start + add <= {len(pool)} (the labelled pool in {data}), got "
                                            f"{cfg.start} + {cfg.add}")
     source = PerImageCache(source_for(problem, device=device))
-    write_json(out / "study_config.json", {"study": "suggest", **asdict(cfg), "data": str(data)})
+    write_study_config(out, {"study": "suggest", **asdict(cfg), "data": str(data)})
 
     def fit_and_score(idx, seed):
         ensemble, _ = fit_ensemble(source, pool.images[idx], pool.masks[idx], num_classes=problem.num_classes,

@@ -28,6 +28,7 @@ from PIL import Image
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import read_json, write_json
+from .common import write_study_config
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds
 from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
@@ -108,7 +109,7 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
     out, ens = Path(out_dir), load_ensemble(ensemble).cfg
     dev = str(resolve_device(device))
     test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
-    write_json(out / "study_config.json", {"study": "synthetic-size", **asdict(cfg), "ensemble": str(ensemble),
+    write_study_config(out, {"study": "synthetic-size", **asdict(cfg), "ensemble": str(ensemble),
                                            "data": str(data)})
     base = out / "run"
     sample_run(base, SampleConfig(model=cfg.model, n=cfg.samples(max(cfg.sizes)), seed=cfg.seed, sampler=cfg.sampler,

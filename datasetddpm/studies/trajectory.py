@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..io import write_json
+from .common import write_study_config
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
 
 STANDARD, VISITED, TRAJECTORY = "standard", "standard, visited steps", "trajectory"
@@ -146,7 +147,7 @@ def run_trajectory_study(out_dir: str | Path, data: str | Path, cfg: TrajectoryS
     preset = resolve_problem("embedded", model=cfg.model)
     spec = visited_spec(preset.spec, generator, cfg.sampler, cfg.sampling_steps)
     problems = {STANDARD: preset, VISITED: resolve_problem("embedded", model=cfg.model, steps=spec.steps)}
-    write_json(out / "study_config.json", {"study": "trajectory", **asdict(cfg), "data": str(data)})
+    write_study_config(out, {"study": "trajectory", **asdict(cfg), "data": str(data)})
     samples = out / "samples"
     run_cfg = SampleConfig(model=cfg.model, n=cfg.n, seed=cfg.seed, sampler=cfg.sampler,
                            sampling_steps=cfg.sampling_steps, batch_size=cfg.batch_size, shard_size=cfg.shard_size)
