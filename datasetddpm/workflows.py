@@ -231,6 +231,10 @@ def _deeplab_data_key(card: dict) -> str:
     key = f"{card['config_hash']}/{card['labels_hash']}"
     if card.get("prefer_classes"):  # mined pairs are other pairs (keys of plain runs stay as they were)
         key += "/prefer:" + ",".join(card["prefer_classes"])
+    # A run finalized again with another drop or cap keeps other pairs: resuming on them would mix two
+    # trainings. Keys of runs finalized with the defaults stay as they were.
+    if card.get("drop_fraction", 0.1) != 0.1 or card.get("max_pairs", 50_000) != 50_000:
+        key += f"/drop:{card['drop_fraction']}/max:{card['max_pairs']}"
     return key
 
 

@@ -24,6 +24,23 @@ def _train(run, data, out, epochs):
                                                 "--epochs", epochs, "--threads", "1", "--quiet"]])
 
 
+def test_train_deeplab_refuses_to_resume_on_pairs_finalized_otherwise(finished_run, tiny_dataset, tmp_path):
+    """Re-finalizing with another cap keeps other pairs: the same --out is refused, not resumed on them."""
+    from conftest import one_line_error
+    import shutil
+    from datasetddpm.pipeline.finalize import finalize_run
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    finalize_run(run, max_pairs=10)
+    assert _train(run, tiny_dataset, tmp_path / "dl", 1).exit_code == 0
+    finalize_run(run, max_pairs=8)
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "dl").rglob("*"))
+    one_line_error(_train(run, tiny_dataset, tmp_path / "dl", 2), "dl", "different config")
+    assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "dl").rglob("*")) == before
+    finalize_run(run, max_pairs=10)  # the same pairs again: it resumes
+    assert _train(run, tiny_dataset, tmp_path / "dl", 2).exit_code == 0
+
+
 def test_train_deeplab_resume_equals_uninterrupted_and_compare(finished_run, tiny_dataset, tiny_ensemble, tmp_path):
     r = _train(finished_run, tiny_dataset, tmp_path / "full", 2)
     assert r.exit_code == 0, r.output
