@@ -20,13 +20,15 @@ def list_images(directory: str | Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; from `data`, the file's bytes when the caller has read them already (errors
+    still name `path`)."""
+    import io
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise InputError(path, "image file not found")
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.load()
             return _to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

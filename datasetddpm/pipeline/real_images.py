@@ -33,18 +33,22 @@ SAMPLER = "real-images"  # the manifest's sampler field for a run made from real
 def scan_images(images_dir: str | Path, resolution: int | None) -> tuple[list[Path], str, int]:
     """Every image of the folder decodes and is `resolution` px square (any one size when None; one line
     naming the first that is not); returns the paths in name order, a digest of their names and bytes,
-    and the side. Images are not kept: a large folder is read twice, never held whole."""
+    and the side. Each file is read once, and images are not kept: a large folder is never held whole."""
     paths = list_images(images_dir)
     if not paths:
         raise InputError(images_dir, "no .png/.jpg images found")
     digest = hashlib.sha256()
     for p in paths:
-        image = read_image(p)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise InputError(p, f"unreadable image ({e.strerror or e.__class__.__name__})") from None
+        image = read_image(p, data)
         resolution = resolution or image.shape[0]
         if image.shape[:2] != (resolution, resolution):
             raise InputError(p, f"image is {image.shape[1]}x{image.shape[0]} but the ensemble takes "
                                 f"{resolution}x{resolution} (square) images: resize the images")
-        digest.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        digest.update(p.name.encode() + b"\0" + hashlib.sha256(data).digest())
     return paths, digest.hexdigest()[:16], resolution
 
 
