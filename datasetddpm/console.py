@@ -57,8 +57,8 @@ def print_demo(report: DemoReport, out: str | Path, console: Console | None = No
         print_compare({"test_images": report.test_images, "methods": d.compare}, console)
         console.print(f"pairs: {d.pairs}; labeller: {d.labeller}; DeepLabV3 best epoch {d.deeplab['best_epoch']} "
                       f"(input x{d.deeplab['input_scale']}"
-                      + (f", labelled images {d.deeplab['real_fraction']:.0%} of each epoch" if d.deeplab.get("real_fraction")
-                         else "") + ")")
+                      + (f", labelled images {d.deeplab['real_fraction']:.0%} of each epoch"
+                         if d.deeplab.get("real_fraction") else "") + ")")
     times = Table(title=f"time per stage (total {report.total_seconds:.0f} s)")
     times.add_column("stage")
     times.add_column("seconds", justify="right")

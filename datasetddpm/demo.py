@@ -161,8 +161,8 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
 def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
              model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
              sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 6,
-             input_scale: int = 2, real_fraction: float = 0.0, train_cfg: EnsembleTrainConfig | None = None, device: str | torch.device = "cpu",
-             progress: bool = True, log=print) -> DemoReport:
+             input_scale: int = 2, real_fraction: float = 0.0, train_cfg: EnsembleTrainConfig | None = None,
+             device: str | torch.device = "cpu", progress: bool = True, log=print) -> DemoReport:
     """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0. On a GPU (`device`)
     every stage runs there, sampling in one process. Writes `out/demo.json` (`DemoReport.to_dict()`)."""
     if labeller not in LABELLERS:
@@ -185,8 +185,8 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
     if pairs > 0:
         pipeline = _datasetddpm(out, generator, pairs=pairs, labeller=labeller, annotated=annotated, sampler=sampler,
                                 sampling_steps=sampling_steps, workers=workers, deeplab_epochs=deeplab_epochs,
-                                input_scale=input_scale, real_fraction=real_fraction, train_cfg=train_cfg, timer=timer, device=device,
-                                progress=progress, log=log)
+                                input_scale=input_scale, real_fraction=real_fraction, train_cfg=train_cfg, timer=timer,
+                                device=device, progress=progress, log=log)
     report = DemoReport(train_images=train, test_images=test, seeds=list(seeds), model=model,
                         features=preset.features.to_dict(), direct=direct, datasetddpm=pipeline,
                         timings_seconds={k: round(v, 1) for k, v in timer.stages.items()},
@@ -198,7 +198,8 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
 
 
 def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
-                 deeplab_epochs, input_scale, real_fraction, train_cfg, timer, device, progress, log) -> DatasetDDPMResult:
+                 deeplab_epochs, input_scale, real_fraction, train_cfg, timer, device, progress,
+                 log) -> DatasetDDPMResult:
     from .compare import compare
     from .pipeline.config import SampleConfig
     from .pipeline.finalize import finalize_run

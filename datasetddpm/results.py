@@ -42,7 +42,8 @@ def demo_compare(d: dict) -> str:
     methods = dict(d["datasetddpm"]["compare"])
     pairs = d["datasetddpm"]["pairs"]["kept"]
     share = d["datasetddpm"]["deeplab"].get("real_fraction")
-    name = f"DeepLabV3 ({pairs} synthetic pairs" + (f" + labelled images at {share:.0%} of each epoch)" if share else ")")
+    name = f"DeepLabV3 ({pairs} synthetic pairs" + (f" + labelled images at {share:.0%} of each epoch)"
+                                                    if share else ")")
     methods = {(name if "DeepLab" in k else k): v for k, v in methods.items()}
     direct = methods["direct DDPM"]
     deeplab = next(v for k, v in methods.items() if "DeepLab" in k)

@@ -171,7 +171,8 @@ def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     # --real-fraction: each DeepLab row mixed in the labelled images its own ensemble was trained on.
     for row, mixed in (("DatasetDDPM", tiny_dataset), ("DatasetDDPM (paper protocol)", out / "annotated-ddpm"),
                        ("DatasetGAN", out / "annotated-gan")):
-        training = json.loads((out / "seed-0" / f"deeplab-{_slug(row)}" / "best" / "config.json").read_text())["training"]
+        config = out / "seed-0" / f"deeplab-{_slug(row)}" / "best" / "config.json"
+        training = json.loads(config.read_text())["training"]
         assert training["real"] == str(mixed.resolve()) and training["real_fraction"] == 0.25
     assert "mixed into every epoch as 25% of its samples" in (out / "study.md").read_text()
     # The same folder with other settings is refused (its kept scores would pass for theirs); nothing changes.

@@ -69,7 +69,8 @@ class MainStudyConfig:
         if not self.seeds:
             raise OptionError("--seeds", "need at least one seed")
         if not 0 <= self.real_fraction < 1:
-            raise OptionError("--real-fraction", f"must be in [0, 1) (0: synthetic pairs only), got {self.real_fraction}")
+            raise OptionError("--real-fraction",
+                              f"must be in [0, 1) (0: synthetic pairs only), got {self.real_fraction}")
 
     def rows(self) -> list[str]:
         return [r for r in ROWS if r != GAN or self.gan]
@@ -127,8 +128,8 @@ class _Study:
         if not (folder / "ensemble.json").is_file():
             model = self.cfg.gan if row == GAN else self.cfg.model
             problem = stylegan2_problem(resolve_problem("embedded", model=model), None, None, None)
-            train_ensemble_folder(self.labelled(row), folder, problem, colour=row == COLOUR, device=self.device, progress=False,
-                                  train=EnsembleTrainConfig(members=self.cfg.members, seed=seed,
+            train_ensemble_folder(self.labelled(row), folder, problem, colour=row == COLOUR, device=self.device,
+                                  progress=False, train=EnsembleTrainConfig(members=self.cfg.members, seed=seed,
                                                             max_steps=self.cfg.max_steps))
         return folder
 
@@ -217,7 +218,8 @@ def main_report(cfg: MainStudyConfig, confusions: dict, test) -> dict:
                                                                    resamples=cfg.bootstrap,
                                                                    ignore_label=EMBEDDED.ignore_label)
     return {"study": "main", "seeds": list(cfg.seeds), "test_images": len(test), "pairs": cfg.pairs,
-            "real_fraction": cfg.real_fraction, "annotated": cfg.annotated, "model": cfg.model, "gan": cfg.gan or None, "rows": rows}
+            "real_fraction": cfg.real_fraction, "annotated": cfg.annotated, "model": cfg.model, "gan": cfg.gan or None,
+            "rows": rows}
 
 
 def _interval(d: dict | None) -> str:
