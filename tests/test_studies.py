@@ -33,8 +33,8 @@ def test_paired_bootstrap_identical_sets_give_zero_and_a_real_shift_is_significa
 
 def test_sampler_study_end_to_end_and_resume(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
     cfg = SamplerStudyConfig(settings=(SamplerSetting("ddpm", 6), SamplerSetting("ddim", 3)), model=str(tiny_model_dir),
-                             n=12, batch_size=4, shard_size=4, deeplab_epochs=1, input_scale=1, timing_samples=2,
-                             bootstrap=100)
+                             n=12, batch_size=4, shard_size=4, deeplab_epochs=1, input_scale=1, deeplab_seeds=(0, 1),
+                             deeplab_batch=4, timing_samples=2, bootstrap=100)
     report = run_sampler_study(tmp_path / "study", tiny_ensemble, tiny_dataset, cfg, progress=False)
     rows = report["rows"]
     assert [rows[n]["unet_evaluations"] for n in ("ddpm-6", "ddim-3")] == [6, 3]
@@ -43,6 +43,13 @@ def test_sampler_study_end_to_end_and_resume(tiny_model_dir, tiny_ensemble, tiny
     assert report["test_images"] == 4
     diff = rows["ddim-3"]["deeplab_miou_vs_baseline"]
     assert abs(diff["difference"] - (rows["ddim-3"]["deeplab_miou"] - rows["ddpm-6"]["deeplab_miou"])) < 1e-12
+    assert diff["seeds"] == [2, 2]  # DeepLab's training variance is inside the interval
+    for name, row in rows.items():  # mean ± std over the two DeepLab seeds, each from its kept confusions
+        cms = np.load(tmp_path / "study" / name / "test_confusions.npy")
+        per_seed = [miou_of(c) for c in cms]
+        assert cms.shape[0] == 2 and row["deeplab_miou_per_seed"] == per_seed
+        assert row["deeplab_miou"] == np.mean(per_seed) and row["deeplab_miou_std"] == np.std(per_seed)
+    assert "mean ± std over 2 seeds" in (tmp_path / "study" / "study.md").read_text()
     assert "label_miou_vs_baseline" not in rows["ddpm-6"]
     # Rerun: every stage is skipped and the report is the same.
     again = run_sampler_study(tmp_path / "study", tiny_ensemble, tiny_dataset, cfg, progress=False)

@@ -24,6 +24,7 @@ def samplers_command(
     model: opt.Model = "embedded",
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per setting.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
+    deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
     timing_samples: Annotated[int, typer.Option(help="Samples timed per setting, side by side.")] = 8,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
     seed: opt.Seed = 0,
@@ -36,6 +37,7 @@ def samplers_command(
     opt.set_threads(threads)
     cfg = SamplerStudyConfig(settings=tuple(SamplerSetting.parse(s) for s in settings.split(",") if s.strip()),
                              model=model, n=n, seed=seed, deeplab_epochs=deeplab_epochs, input_scale=input_scale,
+                             deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds),
                              timing_samples=timing_samples)
     run_sampler_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())

@@ -7,10 +7,12 @@ the ensemble -> global 10 % drop -> DeepLabV3 -> real test images), and three th
   the same seeds, so machine noise hits every setting alike);
 - label quality: mIoU of the ensemble's synthetic labels against the oracle's masks of the same
   samples (the oracle plays the annotator the samples do not have), over all samples;
-- downstream quality: DeepLabV3-from-synthetic mIoU on the real test split.
+- downstream quality: DeepLabV3-from-synthetic mIoU on the real test split, mean ± std over DeepLab
+  training seeds.
 
-Differences against the first (baseline) setting get paired-bootstrap 95 % intervals: over sample
-seeds for label quality, over test images for DeepLab. Every stage is resumable: rerunning the study
+Differences against the first (baseline) setting get 95 % intervals: paired bootstrap over sample
+seeds for label quality; for DeepLab, over test images (paired) and each side's training seeds, so
+DeepLab's training variance is inside the interval. Every stage is resumable: rerunning the study
 skips sampled/labelled shards, finished DeepLab epochs and saved measurements.
 """
 
@@ -31,9 +33,8 @@ from ..pipeline.config import SampleConfig, sample_seed
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import label_run, sample_run
 from ..segmenters.model import load_segmenter
-from .common import write_study_config
-from .common import deeplab_confusions
-from .stats import miou_of, paired_bootstrap, per_item_confusions
+from .common import deeplab_over_seeds, write_study_config
+from .stats import hierarchical_bootstrap, miou_of, paired_bootstrap, per_item_confusions
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class SamplerStudyConfig:
     shard_size: int = 64
     deeplab_epochs: int = 6
     input_scale: int = 2
+    deeplab_seeds: tuple[int, ...] = (0, 1, 2)
+    deeplab_batch: int = 8
     timing_samples: int = 8  # samples timed per setting, side by side in one process
     bootstrap: int = 2000
 
@@ -114,6 +117,8 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
     from ..presets import EMBEDDED_ORACLE_DIR
     if not cfg.settings:
         raise OptionError("--settings", "need at least one sampler setting")
+    if not cfg.deeplab_seeds:
+        raise OptionError("--deeplab-seeds", "need at least one seed")
     out = Path(out_dir)
     ens = load_ensemble(ensemble).cfg
     K, ignore = ens.num_classes, ens.ignore_label
@@ -122,8 +127,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
     workers = workers if dev.type == "cpu" else 1
     generator = load_generator(cfg.model, dev)
     oracle = load_segmenter(EMBEDDED_ORACLE_DIR).to(dev)
-    write_study_config(out, {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble),
-                                           "data": str(data)})
+    write_study_config(out, {"study": "samplers", **asdict(cfg), "ensemble": str(ensemble), "data": str(data)})
     rows = {s.name: _measure_setting(out / s.name, s, cfg, ensemble, data, generator, oracle, test, K, ignore,
                                      workers=workers, threads=threads, device=str(dev), progress=progress)
             for s in cfg.settings}
@@ -138,6 +142,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
         write_json(timing_file, timing)
 
     report = {"baseline": cfg.settings[0].name, "test_images": len(test), "samples": cfg.n,
+              "deeplab_seeds": list(cfg.deeplab_seeds),
               "rows": _compare_to_baseline(out, cfg, rows, timing, ignore), **provenance()}
     write_json(out / "study.json", report)
     (out / "study.md").write_text(study_markdown(report))
@@ -146,27 +151,30 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
 
 def _measure_setting(d: Path, s, cfg: SamplerStudyConfig, ensemble, data, generator, oracle, test, K: int,
                      ignore: int, *, workers: int, threads, device: str, progress: bool) -> dict:
-    """One sampler setting through the pipeline: sample, label, filter, DeepLab; resumable per setting."""
-    from ..segmenters.train_deeplab import DeepLabTrainConfig
-    from ..workflows import train_deeplab_run
+    """One sampler setting through the pipeline: sample, label, filter (measured once, kept in
+    measured.json), then DeepLab once per training seed (each kept under deeplab/seed-S)."""
     measured = d / "measured.json"
     if measured.is_file():
-        return read_json(measured)
-    t0 = time.perf_counter()
-    sample_run(d / "run", cfg.sample_config(s), workers=workers, device=device, threads=threads, progress=progress)
-    label_run(d / "run", ensemble, workers=workers, device=device, threads=threads, progress=progress)
-    card = finalize_run(d / "run")
-    label_cms, label_stats = _label_quality(d / "run", oracle, K)
-    np.save(d / "label_confusions.npy", label_cms)
-    deeplab_cfg = DeepLabTrainConfig(epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, seed=cfg.seed)
-    train_deeplab_run(d / "run", data, d / "deeplab", deeplab_cfg, device=device, threads=threads, progress=progress)
-    test_cms = deeplab_confusions(d / "deeplab", test, K, ignore)
-    np.save(d / "test_confusions.npy", test_cms)
-    row = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),
-           "pairs": card["counts"]["kept"], **label_stats, "deeplab_miou": miou_of(test_cms, ignore),
-           "stage_seconds": round(time.perf_counter() - t0, 1)}
-    write_json(measured, row)
-    return row
+        row = read_json(measured)
+    else:
+        t0 = time.perf_counter()
+        sample_run(d / "run", cfg.sample_config(s), workers=workers, device=device, threads=threads,
+                   progress=progress)
+        label_run(d / "run", ensemble, workers=workers, device=device, threads=threads, progress=progress)
+        card = finalize_run(d / "run")
+        label_cms, label_stats = _label_quality(d / "run", oracle, K)
+        np.save(d / "label_confusions.npy", label_cms)
+        row = {"sampler": s.sampler, "steps": s.steps, "unet_evaluations": _unet_evaluations(generator, s),
+               "pairs": card["counts"]["kept"], **label_stats,
+               "sample_label_seconds": round(time.perf_counter() - t0, 1)}
+        write_json(measured, row)
+    test_cms = deeplab_over_seeds(d / "run", data, d / "deeplab", test, cfg.deeplab_seeds, epochs=cfg.deeplab_epochs,
+                                  input_scale=cfg.input_scale, batch_size=cfg.deeplab_batch, num_classes=K,
+                                  ignore_label=ignore, threads=threads, device=device, progress=progress)
+    np.save(d / "test_confusions.npy", test_cms)  # (seeds, test images, K, K)
+    per_seed = [miou_of(c, ignore) for c in test_cms]
+    return {**row, "deeplab_miou": float(np.mean(per_seed)), "deeplab_miou_std": float(np.std(per_seed)),
+            "deeplab_miou_per_seed": per_seed}
 
 
 def _compare_to_baseline(out: Path, cfg: SamplerStudyConfig, rows: dict, timing: dict, ignore: int) -> dict:
@@ -181,8 +189,9 @@ def _compare_to_baseline(out: Path, cfg: SamplerStudyConfig, rows: dict, timing:
         if s.name != base:
             r["label_miou_vs_baseline"] = paired_bootstrap(base_label, np.load(out / s.name / "label_confusions.npy"),
                                                            resamples=cfg.bootstrap)
-            r["deeplab_miou_vs_baseline"] = paired_bootstrap(base_test, np.load(out / s.name / "test_confusions.npy"),
-                                                             ignore_label=ignore, resamples=cfg.bootstrap)
+            r["deeplab_miou_vs_baseline"] = hierarchical_bootstrap(
+                base_test, np.load(out / s.name / "test_confusions.npy"), ignore_label=ignore,
+                resamples=cfg.bootstrap)
     return rows
 
 
@@ -194,12 +203,15 @@ def _diff(d: dict | None) -> str:
 
 
 def study_markdown(report: dict) -> str:
+    seeds = len(report.get("deeplab_seeds", [0]))
+    deeplab = f"DeepLab mIoU (real test, {'mean ± std over ' if seeds > 1 else ''}{seeds} seed{'s' if seeds > 1 else ''})"
     lines = ["| sampler | UNet evals / sample | fewer evals | s / sample | oracle flip-consistency | "
-             "label mIoU vs oracle | Δ vs baseline (95 % CI) | DeepLab mIoU (real test) | Δ vs baseline (95 % CI) |",
+             f"label mIoU vs oracle | Δ vs baseline (95 % CI) | {deeplab} | Δ vs baseline (95 % CI) |",
              "|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for name, r in report["rows"].items():
+        spread = f" ± {100 * r['deeplab_miou_std']:.1f}" if seeds > 1 else ""
         lines.append(f"| {name} | {r['unet_evaluations']} | {r['unet_evaluation_ratio']:.0f}× | "
                      f"{r['seconds_per_sample']:.3f} | {100 * r['oracle_flip_consistency_miou']:.1f} | "
                      f"{100 * r['label_miou_all']:.1f} | {_diff(r.get('label_miou_vs_baseline'))} | "
-                     f"{100 * r['deeplab_miou']:.1f} | {_diff(r.get('deeplab_miou_vs_baseline'))} |")
+                     f"{100 * r['deeplab_miou']:.1f}{spread} | {_diff(r.get('deeplab_miou_vs_baseline'))} |")
     return "\n".join(lines) + "\n"
