@@ -48,9 +48,20 @@ def demo_compare(d: dict) -> str:
     direct = methods["direct DDPM"]
     deeplab = next(v for k, v in methods.items() if "DeepLab" in k)
     speed = direct["seconds_per_image"] / deeplab["seconds_per_image"]
+    best = d["datasetddpm"]["deeplab"]
     return _iou_table(methods) + (f"\n\nDeepLabV3 minus direct mode: {_pct(deeplab['miou'] - direct['miou'])} mIoU "
                                   f"points; DeepLabV3 is {speed:.1f}× " + ("faster" if speed >= 1 else "slower")
-                                  + " per image.")
+                                  + f" per image. Its best epoch: {best['best_epoch'] + 1}, with mIoU "
+                                  f"{_pct(best['best_val_miou'])} on the {d['train_images']} real labelled images "
+                                  "that choose it." + _epochs_line(best))
+
+
+def _epochs_line(deeplab: dict) -> str:
+    """DeepLab's training loss and validation mIoU epoch by epoch, where the demo recorded them."""
+    if "epochs_log" not in deeplab:
+        return ""
+    return (" Training loss by epoch: " + ", ".join(f"{e['loss']:.3f}" for e in deeplab["epochs_log"])
+            + "; validation mIoU: " + ", ".join(_pct(e["val_miou"]) for e in deeplab["epochs_log"]) + ".")
 
 
 def demo_stages(d: dict) -> str:
@@ -91,13 +102,16 @@ def samples_vs_real(d: dict) -> str:
              f"| {d['num_samples']} real procedural images | {_pct(d['real']['flip_consistency_miou'])} | "
              f"{d['real']['mean_confidence']:.3f} | {fractions(d['real']['class_frequency'])} (true: "
              + " / ".join(f"{100 * true[c]:.1f}" for c in small) + ") |",
-             f"| {d['num_samples']} samples of `{d['model']}` ("
+             f"| {d['num_samples']} samples of `{d['model']}`{_digest_of(d)} ("
              + (f"{d['sampler']}-{d['sampling_steps']}" if d["sampler"] else "one generator pass") + ") | "
              f"{_pct(d['samples']['flip_consistency_miou'])} | {d['samples']['mean_confidence']:.3f} | "
              f"{fractions(d['samples']['class_frequency'])} |"]
+    real, samples = d["real"]["class_frequency"], d["samples"]["class_frequency"]
+    shares = ", ".join(f"{c} {100 * samples[c] / real[c]:.0f} %" for c in real if real[c] > 0)
     provenance = f" (`{d['command']}`, {d['date']}, {d['machine']}{_weights(d)})" if d.get("command") else ""
-    return "\n".join(lines) + (f"\n\nThe oracle's mIoU on these {d['num_samples']} real images: "
-                               f"{_pct(d['oracle_miou_on_real'])}{provenance}.")
+    return "\n".join(lines) + (f"\n\nEach class's pixels in the samples as a share of its pixels in the real images "
+                               f"(both as the oracle segments them): {shares}. The oracle's mIoU on these "
+                               f"{d['num_samples']} real images: {_pct(d['oracle_miou_on_real'])}{provenance}.")
 
 
 def samplers(d: dict) -> str:
@@ -128,6 +142,12 @@ def budget(d: dict) -> str:
                                f"thread(s), {d['machine']}, {d['date']} (load average at the start: {load}); "
                                f"peak memory {d['peak_rss_mb']:.0f} MB. Direct mode: the embedded features "
                                "(6 blocks x 3 steps) and a 10-member ensemble; the same UNet architecture at each side.")
+
+
+def _digest_of(d: dict) -> str:
+    """' <digest>' after the name of the shipped DDPM, where the result recorded it."""
+    digest = d.get("embedded_weights", {}).get("ddpm")
+    return f" {digest}" if digest and d.get("model") == "embedded" else ""
 
 
 def _weights(d: dict) -> str:

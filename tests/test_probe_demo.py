@@ -46,6 +46,7 @@ def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     training = json.loads((tmp_path / "deeplab" / "best" / "config.json").read_text())["training"]
     assert training["real"] == str((tmp_path / "data").resolve()) and training["real_fraction"] == 0.2
     saved = json.loads((tmp_path / "demo.json").read_text())
+    assert [e["epoch"] for e in saved["datasetddpm"]["deeplab"]["epochs_log"]] == [0]  # its training, epoch by epoch
     assert saved["datasetddpm"]["deeplab"]["real_fraction"] == 0.2 and saved["wall_seconds"] >= sum(
         saved["timings_seconds"].values()) - 0.5
 

@@ -37,3 +37,12 @@ def test_segmenter_study_refuses_bad_input_and_writes_nothing(tiny_dataset, tmp_
     one_line_error(run("study", "segmenter", "--run", tmp_path, "--data", tiny_dataset, "--out", out,
                        "--settings", "x2,x8"), "--settings", "x8", "x2-long")
     assert tree_state(out) == {}
+
+
+def test_segmenter_settings_give_the_training_they_name():
+    from datasetddpm.studies.segmenter import SegmenterStudyConfig
+    cfg = SegmenterStudyConfig(epochs=6, real_fraction=0.2)
+    assert cfg.training("x2", "R") == {"epochs": 6, "input_scale": 2}
+    assert cfg.training("x4", "R") == {"epochs": 6, "input_scale": 4}
+    assert cfg.training("x2-long", "R") == {"epochs": 12, "input_scale": 2}
+    assert cfg.training("x2+real-long", "R") == {"epochs": 12, "input_scale": 2, "real": "R", "real_fraction": 0.2}
