@@ -46,3 +46,5 @@ def test_segmenter_settings_give_the_training_they_name():
     assert cfg.training("x4", "R") == {"epochs": 6, "input_scale": 4}
     assert cfg.training("x2-long", "R") == {"epochs": 12, "input_scale": 2}
     assert cfg.training("x2+real-long", "R") == {"epochs": 12, "input_scale": 2, "real": "R", "real_fraction": 0.2}
+    assert cfg.training("unet+real", "R") == {"epochs": 6, "input_scale": 2, "arch": "unet", "real": "R",
+                                              "real_fraction": 0.2}

@@ -200,7 +200,8 @@ def segmenter_command(
     data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch (and is mixed in "
                                             "by the +real setting), real/test scores it.")],
     out: opt.Out = Path("runs/study_segmenter"),
-    settings: Annotated[str, typer.Option(help="Settings to compare (x2, x1, x4, x2+real, x2-long, x2+real-long); "
+    settings: Annotated[str, typer.Option(help="Settings to compare (x2, x1, x4, x2+real, x2-long, x2+real-long, "
+                                               "unet+real); "
                                                "the first is the baseline.")] = "x2,x1,x4,x2+real,x2-long",
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
     epochs: Annotated[int, typer.Option(help="The baseline's epochs (x2-long trains twice as many).")] = 6,

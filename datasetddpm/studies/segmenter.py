@@ -8,6 +8,8 @@ a baseline (the demo's: input x2, 6 epochs, synthetic pairs only), over DeepLab 
 - + real: the labelled real images mixed into every epoch at a stated share (`train-deeplab --real`),
   a slightly longer epoch (the real images are repeated to reach their share);
 - 2x epochs: the baseline, or + real, trained twice as long (twice the budget, said so in the table).
+- U-Net: smp's U-Net on the same ResNet-18 encoder, whose decoder returns to full resolution (the
+  small parts are 3-4 px wide), + real.
 
 Each setting's difference to the baseline has an interval that resamples the test images (paired) and
 the training seeds; the training wall time is measured per run. Resumable: every DeepLab is kept.
@@ -33,7 +35,9 @@ SETTINGS = {"x2": ("baseline: input x2, synthetic pairs only", {}),
             "x2+real": ("input x2, + real labelled images ({share:.0%} of each epoch)", {"real": True}),
             "x2-long": ("input x2, 2x epochs (twice the budget)", {"epochs": 2}),
             "x2+real-long": ("input x2, + real labelled images ({share:.0%} of each epoch), 2x epochs (twice the "
-                             "budget)", {"real": True, "epochs": 2})}
+                             "budget)", {"real": True, "epochs": 2}),
+            "unet+real": ("U-Net instead of DeepLabV3 (full-resolution decoder), input x2, + real labelled images "
+                          "({share:.0%} of each epoch)", {"real": True, "arch": "unet"})}
 
 
 @dataclass
@@ -63,6 +67,8 @@ class SegmenterStudyConfig:
         """The DeepLab training arguments of one setting."""
         fields = dict(SETTINGS[name][1])
         args = {"epochs": self.epochs * fields.pop("epochs", 1), "input_scale": fields.pop("input_scale", 2)}
+        if "arch" in fields:
+            args["arch"] = fields.pop("arch")
         if fields.pop("real", False):
             args.update(real=real_dir, real_fraction=self.real_fraction)
         return args
