@@ -160,7 +160,7 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
 
 def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
              model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
-             sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 6,
+             sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 12,
              input_scale: int = 2, real_fraction: float = 0.0, train_cfg: EnsembleTrainConfig | None = None,
              device: str | torch.device = "cpu", progress: bool = True, log=print) -> DemoReport:
     """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0. On a GPU (`device`)

@@ -22,7 +22,7 @@ def demo_command(
     sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 20,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling.")] = 2,
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 6,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 12,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling (32 px images).")] = 2,
     real_fraction: Annotated[float, typer.Option(help="Share of each DeepLab epoch given to the labeller's labelled "
                                                       "images (the real ones; the annotated samples with --labeller "

@@ -13,10 +13,12 @@ from ..segmenters.model import load_segmenter, predict
 from .stats import per_item_confusions
 
 
-def write_study_config(out: str | Path, config: dict, *, grows: tuple[str, ...] = ("seeds", "deeplab_seeds")) -> None:
+def write_study_config(out: str | Path, config: dict, *,
+                       grows: tuple[str, ...] = ("seeds", "deeplab_seeds", "settings")) -> None:
     """Record a study's settings in out/study_config.json, refusing a folder that holds the same study with
-    other settings: its kept results would be reused as if they were these. Seed lists may grow (a rerun
-    with more seeds resumes); keys an older version did not record are not compared."""
+    other settings: its kept results would be reused as if they were these. Seed and setting lists may
+    change (each seed's and setting's results are kept under its own name, so a rerun with more of them
+    resumes); keys an older version did not record are not compared."""
     import json
     from ..errors import OptionError
     from ..io import read_json, write_json
