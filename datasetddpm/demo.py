@@ -244,8 +244,9 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
                       model=generator.source, device=device, progress=progress)
     log(f"DeepLabV3 (synthetic) mIoU {100 * cmp['methods']['DeepLabV3 (synthetic)']['miou']:.1f} vs direct "
         f"{100 * cmp['methods']['direct DDPM']['miou']:.1f}")
-    import json
-    epochs = [json.loads(line) for line in (out / "deeplab" / "train_log.jsonl").read_text().splitlines()]
+    from .io import read_jsonl
+    from .rundir import LOG_FILE
+    epochs = read_jsonl(out / "deeplab" / LOG_FILE, keys=("epoch", "loss", "val_miou"))
     log_ = [{"epoch": e["epoch"], "loss": round(e["loss"], 4), "val_miou": round(e["val_miou"], 4)} for e in epochs]
     return DatasetDDPMResult(labeller=labeller, pairs=card["counts"], sampler=sampler, sampling_steps=sampling_steps,
                              deeplab={**result, "input_scale": input_scale, "real_fraction": real_fraction,

@@ -144,16 +144,19 @@ def budget(d: dict) -> str:
                                "(6 blocks x 3 steps) and a 10-member ensemble; the same UNet architecture at each side.")
 
 
+def _ddpm_digest(d: dict) -> str:
+    """The shipped DDPM's digest, where the result recorded it ('' otherwise): `embedded` is retrained
+    from time to time."""
+    return d.get("embedded_weights", {}).get("ddpm", "")
+
+
 def _digest_of(d: dict) -> str:
-    """' <digest>' after the name of the shipped DDPM, where the result recorded it."""
-    digest = d.get("embedded_weights", {}).get("ddpm")
-    return f" {digest}" if digest and d.get("model") == "embedded" else ""
+    """' <digest>' after the name of the shipped DDPM."""
+    return f" {_ddpm_digest(d)}" if _ddpm_digest(d) and d.get("model") == "embedded" else ""
 
 
 def _weights(d: dict) -> str:
-    """The shipped DDPM's digest, where the result recorded it: `embedded` is retrained from time to time."""
-    digest = d.get("embedded_weights", {}).get("ddpm")
-    return f"; shipped DDPM {digest}" if digest else ""
+    return f"; shipped DDPM {_ddpm_digest(d)}" if _ddpm_digest(d) else ""
 
 
 def _with_provenance(table: str, d: dict) -> str:

@@ -29,8 +29,7 @@ from ..generators.base import FeatureSpec
 from ..io import atomic_path, read_json, write_json
 from ..progress import progress_bar
 from ..segmenters.metrics import iou_per_class, mean_iou
-from .common import write_study_config
-from .common import train_and_test
+from .common import train_and_test, write_study_config
 from .stats import hierarchical_bootstrap, per_item_confusions
 
 NOISE_MODES = ("shared", "independent")  # the first is the toolkit's: the baseline

@@ -28,8 +28,7 @@ from ..io import write_json
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
-from .common import write_study_config
-from .common import deeplab_over_seeds
+from .common import deeplab_over_seeds, write_study_config
 from .stats import auroc, hierarchical_bootstrap, miou_of, per_item_confusions
 
 

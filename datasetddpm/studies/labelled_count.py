@@ -18,8 +18,7 @@ from ..ensemble.train import EnsembleTrainConfig
 from ..errors import OptionError
 from ..io import read_json, write_json
 from ..seeds import stream_seed
-from .common import write_study_config
-from .common import train_and_test
+from .common import train_and_test, write_study_config
 
 
 @dataclass

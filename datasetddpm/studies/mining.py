@@ -19,8 +19,7 @@ from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
-from .common import write_study_config
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
 

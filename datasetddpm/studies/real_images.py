@@ -21,8 +21,7 @@ from ..data.images import list_images
 from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
-from .common import write_study_config
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
 
@@ -90,7 +89,7 @@ def run_real_images_study(out_dir: str | Path, ensemble: str | Path, data: str |
     dev = str(resolve_device(device))
     test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
     write_study_config(out, {"study": "real-images", **asdict(cfg), "ensemble": str(ensemble),
-                                           "data": str(data), "images": str(images_dir)})
+                             "data": str(data), "images": str(images_dir)})
     subset = out / "real_images"  # the first `samples` images, linked, so label-images sees exactly those
     subset.mkdir(parents=True, exist_ok=True)
     for p in images:

@@ -204,7 +204,8 @@ def _diff(d: dict | None) -> str:
 
 def study_markdown(report: dict) -> str:
     seeds = len(report.get("deeplab_seeds", [0]))
-    deeplab = f"DeepLab mIoU (real test, {'mean ± std over ' if seeds > 1 else ''}{seeds} seed{'s' if seeds > 1 else ''})"
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed"
+    deeplab = f"DeepLab mIoU (real test, {spread})"
     lines = ["| sampler | UNet evals / sample | fewer evals | s / sample | oracle flip-consistency | "
              f"label mIoU vs oracle | Δ vs baseline (95 % CI) | {deeplab} | Δ vs baseline (95 % CI) |",
              "|---|---:|---:|---:|---:|---:|---|---:|---|"]

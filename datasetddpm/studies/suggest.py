@@ -23,8 +23,7 @@ from ..errors import OptionError
 from ..io import read_json, write_json
 from ..segmenters.metrics import iou_per_class
 from ..seeds import stream_seed
-from .common import write_study_config
-from .common import train_and_test
+from .common import train_and_test, write_study_config
 from ..suggest import choose
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
 

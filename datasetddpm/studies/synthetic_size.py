@@ -28,8 +28,7 @@ from PIL import Image
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import read_json, write_json
-from .common import write_study_config
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds
 from .stats import hierarchical_bootstrap, miou_of
 
