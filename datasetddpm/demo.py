@@ -26,6 +26,7 @@ from .errors import OptionError
 from .generators.loading import load_generator
 from .io import write_json
 from .presets import EMBEDDED, EMBEDDED_ORACLE_DIR
+from .segmenters.train_deeplab import DeepLabTrainConfig, check_mix_fraction, mixed_real
 
 
 LABELLERS = ("real", "generated")
@@ -167,8 +168,7 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
     every stage runs there, sampling in one process. Writes `out/demo.json` (`DemoReport.to_dict()`)."""
     if labeller not in LABELLERS:
         raise OptionError("--labeller", f"must be real or generated, got {labeller!r}")
-    if not 0 <= real_fraction < 1:
-        raise OptionError("--real-fraction", f"must be in [0, 1) (0: synthetic pairs only), got {real_fraction}")
+    check_mix_fraction(real_fraction)
     started = time.perf_counter()
     out = Path(out)
     timer = _Timer()
@@ -204,7 +204,6 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
     from .pipeline.config import SampleConfig
     from .pipeline.finalize import finalize_run
     from .pipeline.generate import sample_run
-    from .segmenters.train_deeplab import DeepLabTrainConfig
     from .workflows import train_deeplab_run
     preset = EMBEDDED
     ensemble_dir = out / "ensemble"
@@ -233,7 +232,7 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
     # With real_fraction, the labeller's own labelled images (the real ones, or the annotated samples in the
     # paper's protocol) are mixed into every epoch: the best setting `study segmenter` measured.
     labelled = out / ("annotated" if labeller == "generated" else "data")
-    mixed = dict(real=str(labelled.resolve()), real_fraction=real_fraction) if real_fraction else {}
+    mixed = mixed_real(labelled, real_fraction)
     with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale}"
                + (f", {real_fraction:.0%} labelled images" if real_fraction else "") + ")"):
         result = train_deeplab_run(run, out / "data", out / "deeplab",

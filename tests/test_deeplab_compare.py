@@ -127,3 +127,46 @@ def test_real_images_mixed_into_every_epoch(tmp_path, tiny_model_dir, tiny_ensem
     assert trained["real_fraction"] == 0.5 and trained["real"].endswith(tiny_dataset.name)
     one_line_error(run("train-deeplab", "--run", root, "--val", tiny_dataset, "--out", tmp_path / "x", "--real",
                        tiny_dataset, "--real-fraction", 1.0), "--real-fraction: must be in (0, 1)")
+
+
+def test_lr_schedules_decay_as_documented():
+    from datasetddpm.segmenters.train_deeplab import DeepLabTrainConfig, lr_at
+    const, cos, poly = (DeepLabTrainConfig(lr=1e-3, lr_schedule=s) for s in ("constant", "cosine", "poly"))
+    assert [lr_at(const, i, 100) for i in (0, 50, 99)] == [1e-3] * 3
+    assert lr_at(cos, 0, 100) == pytest.approx(1e-3) and lr_at(cos, 50, 100) == pytest.approx(5e-4)
+    assert lr_at(cos, 100, 100) == pytest.approx(0, abs=1e-12)
+    assert lr_at(poly, 0, 100) == pytest.approx(1e-3) and lr_at(poly, 50, 100) == pytest.approx(1e-3 * 0.5 ** 0.9)
+    assert all(lr_at(cos, i, 100) > lr_at(cos, i + 1, 100) for i in range(99))
+
+
+def test_lr_schedule_resume_key_and_final_rate(finished_run, tiny_dataset, tmp_path):
+    """A constant run keeps its pre-schedule resume key (epochs may grow); a cosine run's key holds its
+    epochs, since the schedule spans them, so a rerun with other epochs is refused, not resumed; the
+    optimiser ends at the schedule's rate for its last step."""
+    import hashlib
+    from dataclasses import asdict
+    from conftest import one_line_error
+    from datasetddpm.segmenters.train_deeplab import DeepLabTrainConfig, lr_at
+    cfg = DeepLabTrainConfig()
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "loader_workers", "real", "real_fraction",
+                                                             "lr_schedule")}
+    old.update(data="k", world=1, amp=False)
+    assert cfg.hash("k") == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert DeepLabTrainConfig(epochs=3).hash("k") == cfg.hash("k")
+    cos = DeepLabTrainConfig(lr_schedule="cosine")
+    assert cos.hash("k") != cfg.hash("k") and DeepLabTrainConfig(lr_schedule="cosine", epochs=3).hash("k") != cos.hash("k")
+
+    args = ["train-deeplab", "--run", finished_run, "--val", tiny_dataset, "--out", tmp_path / "cos", "--threads", "1",
+            "--quiet", "--lr-schedule", "cosine", "--batch-size", "4"]
+    r = runner.invoke(app, [str(a) for a in args + ["--epochs", "2"]])
+    assert r.exit_code == 0, r.output
+    state = load_tensors(tmp_path / "cos" / "train_state.safetensors")
+    from datasetddpm.io import tensor_json
+    kept = json.loads((finished_run / "dataset_card.json").read_text())["counts"]["kept"]
+    steps = 2 * (kept // 4)
+    expected = lr_at(DeepLabTrainConfig(lr_schedule="cosine", epochs=2), steps - 1, steps)
+    assert 0 < expected < 1e-4  # the last step's rate, near the end of the decay
+    assert tensor_json(state["opt.meta"])["param_groups"][0]["lr"] == pytest.approx(expected)
+    one_line_error(runner.invoke(app, [str(a) for a in args + ["--epochs", "3"]]), "cos", "different config")
+    one_line_error(runner.invoke(app, [str(a) for a in args[:-4] + ["--lr-schedule", "linear"]]), "--lr-schedule",
+                   "unknown schedule")

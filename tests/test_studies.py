@@ -189,6 +189,36 @@ def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     one_line_error(run("study", "main", "--data", tiny_dataset, "--out", tmp_path / "x", "--model", tiny_model_dir,
                        "--gan", tiny_model_dir, "--quick"), "--gan", "not a StyleGAN2")
+    # --rows: a subset from the kept scores (a DeepLab row brings its labeller's direct row), nothing recomputed.
+    kept = {p: p.stat().st_mtime_ns for p in (out / "seed-0").glob("*.npy")}
+    r = run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", gan,
+            "--quick", "--quiet", "--threads", 1, "--real-fraction", 0.25, "--rows", "datasetddpm")
+    assert r.exit_code == 0, r.output
+    subset = json.loads((out / "study.json").read_text())
+    assert list(subset["rows"]) == ["direct DDPM", "DatasetDDPM"]
+    assert subset["rows"]["DatasetDDPM"] == report["rows"]["DatasetDDPM"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "seed-0").glob("*.npy")} == kept
+    one_line_error(run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", "",
+                       "--quick", "--rows", "datasetgan"), "--rows", "unknown row(s) datasetgan")
+
+
+def test_main_study_segmenter_choices(tiny_model_dir, tiny_dataset, tmp_path):
+    """--arch and --lr-schedule reach the DeepLab rows' training and are named under the table."""
+    from conftest import one_line_error, run
+    out = tmp_path / "m"
+    r = run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", "", "--quick",
+            "--quiet", "--threads", 1, "--rows", "datasetddpm-paper-protocol", "--arch", "unet", "--lr-schedule",
+            "cosine")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    assert list(report["rows"]) == ["direct DDPM (paper protocol)", "DatasetDDPM (paper protocol)"]
+    assert report["segmenter"] == {"arch": "unet", "epochs": 1, "input_scale": 1, "lr_schedule": "cosine"}
+    training = json.loads((out / "seed-0" / "deeplab-datasetddpm-paper-protocol" / "best" / "config.json")
+                          .read_text())["training"]
+    assert (training["arch"], training["lr_schedule"]) == ("unet", "cosine")
+    assert "DeepLab rows: U-Net, 1 epoch at input x1, cosine learning rate." in (out / "study.md").read_text()
+    one_line_error(run("study", "main", "--data", tiny_dataset, "--out", tmp_path / "x", "--model", tiny_model_dir,
+                       "--gan", "", "--quick", "--arch", "segformer"), "--arch", "unknown architecture")
 
 
 def test_mining_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):

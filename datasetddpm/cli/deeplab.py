@@ -27,6 +27,9 @@ def train_deeplab_command(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step on each GPU / worker (DDP convention: the "
                                                       "global batch is this x the number of workers)  [default: 8]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate  [default: 0.001]")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant | cosine (to 0 at the last step) | poly "
+                                                       "(DeepLab's, power 0.9); a decaying schedule is fixed by "
+                                                       "--epochs  [default: constant]")] = None,
     real: Annotated[Optional[Path], typer.Option(help="Real labelled images (dataset root: real/train) mixed into "
                                                  "every epoch beside the synthetic pairs.")] = None,
     real_fraction: Annotated[float, typer.Option(help="With --real: the real images' share of each epoch (they are "
@@ -45,7 +48,7 @@ def train_deeplab_command(
     """Train DeepLabV3 from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
     from ..workflows import deeplab_config, train_deeplab_run
     cfg = deeplab_config(preset, arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
-                         batch_size=batch_size, lr=lr, augment=not no_augment, seed=seed, loader_workers=loader_workers,
+                         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, augment=not no_augment, seed=seed, loader_workers=loader_workers,
                          real=str(real.resolve()) if real else "", real_fraction=real_fraction)
     if dry_run:
         from ..workflows import plan_deeplab_run

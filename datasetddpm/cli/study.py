@@ -145,6 +145,11 @@ def main_command(
     seeds: Annotated[str, typer.Option(help="Seeds: every ensemble's and DeepLab's training seed.")] = "0,1,2,3,4",
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per row and seed.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
+    arch: Annotated[str, typer.Option(help="The DeepLab rows' segmenter: deeplabv3 | deeplabv3plus | unet.")] = "deeplabv3",
+    lr_schedule: Annotated[str, typer.Option(help="The DeepLab rows' learning rate: constant | cosine | poly.")] = "constant",
+    rows: Annotated[str, typer.Option(help="Only these rows (comma-separated: direct-ddpm, colour-rgb-3x3, datasetddpm, "
+                                           "direct-ddpm-paper-protocol, datasetddpm-paper-protocol, datasetgan); a "
+                                           "DeepLab row brings its labeller's direct row. '' = every row.")] = "",
     real_fraction: Annotated[float, typer.Option(help="Mix each DeepLab row's labelled images (its ensemble's: the "
                                                       "real ones, or the annotated samples) into every epoch at this "
                                                       "share; 0 = synthetic pairs only.")] = 0.0,
@@ -158,9 +163,11 @@ def main_command(
     DatasetGAN, mean ± std over seeds, with each DeepLab row's gap to its labeller."""
     from ..studies.main import MainStudyConfig, run_main_study
     opt.set_threads(threads)
-    cfg = MainStudyConfig.quick(model, gan, real_fraction) if quick else MainStudyConfig(
+    choices = dict(real_fraction=real_fraction, arch=arch, lr_schedule=lr_schedule,
+                   rows_only=tuple(r.strip() for r in rows.split(",") if r.strip()))
+    cfg = MainStudyConfig.quick(model, gan, **choices) if quick else MainStudyConfig(
         model=model, gan=gan, pairs=pairs, annotated=annotated, seeds=opt.parse_ints("--seeds", seeds),
-        deeplab_epochs=deeplab_epochs, input_scale=input_scale, real_fraction=real_fraction)
+        deeplab_epochs=deeplab_epochs, input_scale=input_scale, **choices)
     run_main_study(out, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())
 

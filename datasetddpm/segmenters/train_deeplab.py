@@ -36,6 +36,7 @@ from ..rundir import (CONFIG_FILE, LOG_FILE, STATE_FILE, append_log, check_resum
 from .metrics import confusion_matrix, mean_iou
 from .model import ARCHITECTURES, Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
 
+LR_SCHEDULES = ("constant", "cosine", "poly")
 RESUME_SHOWN = ("world", "amp")  # named when a resume is refused: the settings a rerun most often changes
 FAULT_ENV = "DATASETDDPM_DEEPLAB_FAULT_AFTER_STEPS"  # tests: SIGKILL rank 0 after N steps of this process
 _steps_this_process = [0]
@@ -54,6 +55,7 @@ class DeepLabTrainConfig:
     loader_workers: int = 0  # DataLoader worker processes per rank (augmentation runs there)
     real: str = ""  # real labelled images mixed into every epoch (`--real`), "" = synthetic pairs only
     real_fraction: float = 0.1  # with `real`: the real images' share of each epoch's samples
+    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step) | poly (DeepLab's, power 0.9)
 
     def validate(self, world: int = 1) -> None:
         if self.epochs < 1:
@@ -69,6 +71,9 @@ class DeepLabTrainConfig:
             raise OptionError("--loader-workers", f"must be >= 0, got {self.loader_workers}")
         if self.real and not 0 < self.real_fraction < 1:
             raise OptionError("--real-fraction", f"must be in (0, 1), got {self.real_fraction}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise OptionError("--lr-schedule", f"unknown schedule {self.lr_schedule!r}; choose from "
+                                               f"{', '.join(LR_SCHEDULES)}")
         if self.arch not in ARCHITECTURES:
             raise OptionError("--arch", f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHITECTURES)}")
         import segmentation_models_pytorch as smp
@@ -80,11 +85,39 @@ class DeepLabTrainConfig:
         """Resume key. World size and AMP are in it: both change the arithmetic (global batch, precision),
         so a run is only resumed with the ones it started with."""
         d = {**asdict(self), "data": data_key, "world": world, "amp": amp}
-        d.pop("epochs")  # raising --epochs and rerunning extends a run: a resume, not a new config
+        if self.lr_schedule == "constant":  # runs without a schedule keep the key they had before it existed
+            d.pop("lr_schedule")
+            d.pop("epochs")  # raising --epochs and rerunning extends a run: a resume, not a new config
+        # (a decaying schedule depends on the total: another --epochs is another run)
         d.pop("loader_workers")  # the batches do not depend on it
         if not d["real"]:  # synthetic-only runs keep the key they had before --real existed
             d.pop("real"), d.pop("real_fraction")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_mix_fraction(fraction: float) -> None:
+    """A pipeline's --real-fraction, where 0 means synthetic pairs only (`DeepLabTrainConfig.real_fraction`
+    is only read with `real` set, so 0 cannot mean "off" there)."""
+    if not 0 <= fraction < 1:
+        raise OptionError("--real-fraction", f"must be in [0, 1) (0: synthetic pairs only), got {fraction}")
+
+
+def mixed_real(labelled: str | Path, fraction: float) -> dict:
+    """The DeepLabTrainConfig fields that mix `labelled` (a dataset root) into every epoch at `fraction`;
+    none for 0."""
+    check_mix_fraction(fraction)
+    return dict(real=str(Path(labelled).resolve()), real_fraction=fraction) if fraction else {}
+
+
+def lr_at(cfg: DeepLabTrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimisation step `step` (0-based) of `total_steps`: a function of the step
+    alone, so a resumed run sets exactly the rates an uninterrupted one would (no scheduler state)."""
+    done = min(step / max(total_steps, 1), 1.0)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + float(np.cos(np.pi * done)))
+    if cfg.lr_schedule == "poly":
+        return cfg.lr * (1.0 - done) ** 0.9
+    return cfg.lr
 
 
 def _augmenter(ignore_label: int):
@@ -180,13 +213,17 @@ def save_state(path: Path, run: _Run, epoch: int) -> None:
 
 
 def train_one_epoch(run: _Run, loader: DataLoader, device: torch.device, amp: bool, ignore_label: int,
-                    on_step) -> list[float]:
+                    on_step, lr_of_step=None) -> list[float]:
+    """One pass over `loader`; `lr_of_step(i)` (optional) sets the rate of the epoch's i-th step."""
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     fault_after = int(os.environ.get(FAULT_ENV, "0"))
     run.model.train()
     losses = []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if lr_of_step is not None:
+            for group in run.opt.param_groups:
+                group["lr"] = lr_of_step(len(losses))
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             loss = F.cross_entropy(run.net(x).float(), y, ignore_index=ignore_label)
         run.opt.zero_grad(set_to_none=True)
@@ -245,8 +282,10 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
             def on_step(losses, epoch=epoch):
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses[-20:]):.3f} "
                                                  f"best {100 * run.best['miou']:.1f}")
+            def lr_of_step(i, epoch=epoch):
+                return lr_at(cfg, epoch * steps_per_epoch + i, cfg.epochs * steps_per_epoch)
             losses = train_one_epoch(run, make_loader(dataset, cfg, epoch, rank, world), device, amp, ignore_label,
-                                     on_step)
+                                     on_step, lr_of_step)
             if rank == 0:
                 miou = validate(run.model, val_images, val_masks, device, num_classes, ignore_label)
                 _end_epoch(run, out, cfg, epoch, miou, losses, time.time() - t0)

@@ -32,6 +32,7 @@ from ..io import write_json
 from .common import write_study_config
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
 
+ARCH_NAMES = {"deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
 DIRECT, COLOUR, DDPM = "direct DDPM", "colour RGB-3x3", "DatasetDDPM"
 DIRECT_PAPER, DDPM_PAPER, GAN = "direct DDPM (paper protocol)", "DatasetDDPM (paper protocol)", "DatasetGAN"
 # row -> (what its ensemble is trained on, the direct row whose ensemble labels its pairs; None for direct rows)
@@ -56,24 +57,37 @@ class MainStudyConfig:
     deeplab_epochs: int = 6
     deeplab_batch: int = 8
     input_scale: int = 2
+    arch: str = "deeplabv3"  # the DeepLab rows' segmenter (train-deeplab --arch)
+    lr_schedule: str = "constant"  # their learning rate (train-deeplab --lr-schedule)
+    rows_only: tuple[str, ...] = ()  # row slugs (e.g. datasetddpm); () = every row. A DeepLab row brings its labeller's
     real_fraction: float = 0.0  # > 0: each DeepLab row's labelled images (its ensemble's) mixed into every epoch
     bootstrap: int = 2000
 
     @classmethod
-    def quick(cls, model: str, gan: str, real_fraction: float = 0.0) -> "MainStudyConfig":
+    def quick(cls, model: str, gan: str, **choices) -> "MainStudyConfig":
+        """Tiny sizes; `choices` (real_fraction, arch, lr_schedule, rows_only) as given."""
         return cls(model=model, gan=gan, pairs=4, annotated=2, seeds=(0,), sampling_steps=2, batch_size=5,
                    shard_size=5, members=2, max_steps=40, deeplab_epochs=1, deeplab_batch=2, input_scale=1,
-                   real_fraction=real_fraction, bootstrap=50)
+                   bootstrap=50, **choices)
 
     def validate(self) -> None:
+        from ..segmenters.train_deeplab import DeepLabTrainConfig, check_mix_fraction
+        DeepLabTrainConfig(arch=self.arch, lr_schedule=self.lr_schedule).validate()
         if not self.seeds:
             raise OptionError("--seeds", "need at least one seed")
-        if not 0 <= self.real_fraction < 1:
-            raise OptionError("--real-fraction",
-                              f"must be in [0, 1) (0: synthetic pairs only), got {self.real_fraction}")
+        known = {_slug(r) for r in ROWS if r != GAN or self.gan}
+        unknown = [r for r in self.rows_only if r not in known]
+        if unknown:
+            raise OptionError("--rows", f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+        check_mix_fraction(self.real_fraction)
 
     def rows(self) -> list[str]:
-        return [r for r in ROWS if r != GAN or self.gan]
+        rows = [r for r in ROWS if r != GAN or self.gan]
+        if not self.rows_only:
+            return rows
+        wanted = {r for r in rows if _slug(r) in self.rows_only}
+        wanted |= {ROWS[r][1] for r in wanted if ROWS[r][1]}  # the gap needs the labeller's row
+        return [r for r in rows if r in wanted]
 
 
 def _slug(row: str) -> str:
@@ -147,7 +161,7 @@ class _Study:
         row's ensemble) and score it on the test images."""
         from ..pipeline.finalize import finalize_run
         from ..pipeline.generate import label_run
-        from ..segmenters.train_deeplab import DeepLabTrainConfig
+        from ..segmenters.train_deeplab import DeepLabTrainConfig, mixed_real
         from ..workflows import train_deeplab_run
         from .common import copy_run, deeplab_confusions
         samples = self.samples("gan" if row == GAN else "ddpm")
@@ -157,11 +171,10 @@ class _Study:
                   device=str(self.device), threads=self.threads, progress=self.progress)
         finalize_run(run, max_pairs=self.cfg.pairs)
         deeplab = self.out / f"seed-{seed}" / f"deeplab-{_slug(row)}"
-        mixed = dict(real=str(self.labelled(row).resolve()), real_fraction=self.cfg.real_fraction) \
-            if self.cfg.real_fraction else {}
+        mixed = mixed_real(self.labelled(row), self.cfg.real_fraction)
         train_deeplab_run(run, self.data, deeplab, DeepLabTrainConfig(
-            epochs=self.cfg.deeplab_epochs, input_scale=self.cfg.input_scale, seed=seed,
-            batch_size=self.cfg.deeplab_batch, **mixed), device=str(self.device), threads=self.threads,
+            epochs=self.cfg.deeplab_epochs, input_scale=self.cfg.input_scale, seed=seed, arch=self.cfg.arch,
+            lr_schedule=self.cfg.lr_schedule, batch_size=self.cfg.deeplab_batch, **mixed), device=str(self.device), threads=self.threads,
             progress=self.progress)
         return deeplab_confusions(deeplab, self.test, self.K, self.ignore)
 
@@ -190,7 +203,7 @@ def run_main_study(out_dir: str | Path, data: str | Path, cfg: MainStudyConfig, 
     out = Path(out_dir)
     study = _Study(out, Path(data), cfg, workers=workers, threads=threads, device=resolve_device(device),
                    progress=progress)
-    write_study_config(out, {"study": "main", **asdict(cfg), "data": str(data)})
+    write_study_config(out, {"study": "main", **asdict(cfg), "data": str(data)}, grows=("seeds", "rows_only"))
     confusions = {row: np.stack([study.score(seed, row) for seed in cfg.seeds]) for row in cfg.rows()}
     report = main_report(cfg, confusions, study.test)
     report.update(provenance())
@@ -218,7 +231,10 @@ def main_report(cfg: MainStudyConfig, confusions: dict, test) -> dict:
                                                                    resamples=cfg.bootstrap,
                                                                    ignore_label=EMBEDDED.ignore_label)
     return {"study": "main", "seeds": list(cfg.seeds), "test_images": len(test), "pairs": cfg.pairs,
-            "real_fraction": cfg.real_fraction, "annotated": cfg.annotated, "model": cfg.model, "gan": cfg.gan or None,
+            "real_fraction": cfg.real_fraction, "segmenter": {"arch": cfg.arch, "epochs": cfg.deeplab_epochs,
+                                                              "input_scale": cfg.input_scale,
+                                                              "lr_schedule": cfg.lr_schedule},
+            "annotated": cfg.annotated, "model": cfg.model, "gan": cfg.gan or None,
             "rows": rows}
 
 
@@ -243,6 +259,11 @@ def main_markdown(report: dict) -> str:
     gan = report["rows"].get(GAN, {}).get("vs_datasetddpm_paper")
     if gan is not None:
         lines += ["", f"DatasetGAN minus DatasetDDPM (both paper protocol): {_interval(gan)} mIoU points."]
+    seg = report.get("segmenter")
+    if seg and (seg["arch"], seg["lr_schedule"]) != ("deeplabv3", "constant"):
+        epochs = f"{seg['epochs']} epoch{'s' if seg['epochs'] != 1 else ''}"
+        lines += ["", f"DeepLab rows: {ARCH_NAMES.get(seg['arch'], seg['arch'])}, {epochs} at input "
+                      f"x{seg['input_scale']}, {seg['lr_schedule']} learning rate."]
     if report.get("real_fraction"):
         lines += ["", f"DeepLab rows: {report['pairs']} kept pairs, with the labelled images of the row's ensemble "
                       f"(real, or the annotated samples) mixed into every epoch as {report['real_fraction']:.0%} of "

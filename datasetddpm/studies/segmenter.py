@@ -10,6 +10,7 @@ a baseline (the demo's: input x2, 6 epochs, synthetic pairs only), over DeepLab 
 - 2x epochs: the baseline, or + real, trained twice as long (twice the budget, said so in the table).
 - U-Net: smp's U-Net on the same ResNet-18 encoder, whose decoder returns to full resolution (the
   small parts are 3-4 px wide), + real.
+- cosine: the learning rate decays to 0 over the run (constant Adam otherwise), + real.
 
 Each setting's difference to the baseline has an interval that resamples the test images (paired) and
 the training seeds; the training wall time is measured per run. Resumable: every DeepLab is kept.
@@ -37,7 +38,11 @@ SETTINGS = {"x2": ("baseline: input x2, synthetic pairs only", {}),
             "x2+real-long": ("input x2, + real labelled images ({share:.0%} of each epoch), 2x epochs (twice the "
                              "budget)", {"real": True, "epochs": 2}),
             "unet+real": ("U-Net instead of DeepLabV3 (full-resolution decoder), input x2, + real labelled images "
-                          "({share:.0%} of each epoch)", {"real": True, "arch": "unet"})}
+                          "({share:.0%} of each epoch)", {"real": True, "arch": "unet"}),
+            "x2+real-cosine": ("input x2, + real labelled images ({share:.0%} of each epoch), cosine learning rate",
+                               {"real": True, "lr_schedule": "cosine"}),
+            "unet+real-cosine": ("U-Net, input x2, + real labelled images ({share:.0%} of each epoch), cosine "
+                                 "learning rate", {"real": True, "arch": "unet", "lr_schedule": "cosine"})}
 
 
 @dataclass
@@ -67,8 +72,9 @@ class SegmenterStudyConfig:
         """The DeepLab training arguments of one setting."""
         fields = dict(SETTINGS[name][1])
         args = {"epochs": self.epochs * fields.pop("epochs", 1), "input_scale": fields.pop("input_scale", 2)}
-        if "arch" in fields:
-            args["arch"] = fields.pop("arch")
+        for key in ("arch", "lr_schedule"):
+            if key in fields:
+                args[key] = fields.pop(key)
         if fields.pop("real", False):
             args.update(real=real_dir, real_fraction=self.real_fraction)
         return args
@@ -122,7 +128,8 @@ def segmenter_markdown(report: dict) -> str:
     from .common import mean_std, seeds_text
     names = list(next(iter(report["rows"].values()))["iou"])
     spread = "mean ± std over " if len(report["deeplab_seeds"]) > 1 else ""
-    lines = [f"DeepLabV3 on {report['pairs']} kept pairs, scored on {report['test_images']} real test images. "
+    lines = [f"DeepLabV3 (unless a setting says U-Net) on {report['pairs']} kept pairs, scored on "
+             f"{report['test_images']} real test images. "
              "Train s: each run's wall time on this machine under its load at the time (for step costs measured "
              "side by side, see the budget table).", "",
              f"| setting | epochs | mIoU ({spread}{seeds_text(report)}) | Δ vs baseline (95 % CI) | train s | "
