@@ -55,7 +55,9 @@ def print_demo(report: DemoReport, out: str | Path, console: Console | None = No
     d = report.datasetddpm
     if d is not None:
         print_compare({"test_images": report.test_images, "methods": d.compare}, console)
-        console.print(f"pairs: {d.pairs}; labeller: {d.labeller}; DeepLabV3 best epoch {d.deeplab['best_epoch']} "
+        from .segmenters.model import ARCH_NAMES
+        console.print(f"pairs: {d.pairs}; labeller: {d.labeller}; {ARCH_NAMES[d.deeplab.get('arch', 'deeplabv3')]} "
+                      f"best epoch {d.deeplab['best_epoch']} "
                       f"(input x{d.deeplab['input_scale']}"
                       + (f", labelled images {d.deeplab['real_fraction']:.0%} of each epoch"
                          if d.deeplab.get("real_fraction") else "") + ")")

@@ -26,6 +26,7 @@ from .errors import OptionError
 from .generators.loading import load_generator
 from .io import write_json
 from .presets import EMBEDDED, EMBEDDED_ORACLE_DIR
+from .segmenters.model import ARCH_NAMES
 from .segmenters.train_deeplab import DeepLabTrainConfig, check_mix_fraction, mixed_real
 
 
@@ -162,13 +163,14 @@ def _direct_vs_colour(train_set, test_set, generator, seeds, train_cfg, out: Pat
 def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[int, ...] = (0,),
              model: str = "embedded", pairs: int = 0, labeller: str = "real", annotated: int = 20,
              sampler: str = "ddim", sampling_steps: int = 20, workers: int = 1, deeplab_epochs: int = 12,
-             input_scale: int = 2, real_fraction: float = 0.0, train_cfg: EnsembleTrainConfig | None = None,
+             input_scale: int = 2, real_fraction: float = 0.0, arch: str = "deeplabv3", train_cfg: EnsembleTrainConfig | None = None,
              device: str | torch.device = "cpu", progress: bool = True, log=print) -> DemoReport:
     """Direct mode vs colour (always), then the DatasetDDPM pipeline when `pairs` > 0. On a GPU (`device`)
     every stage runs there, sampling in one process. Writes `out/demo.json` (`DemoReport.to_dict()`)."""
     if labeller not in LABELLERS:
         raise OptionError("--labeller", f"must be real or generated, got {labeller!r}")
     check_mix_fraction(real_fraction)
+    DeepLabTrainConfig(arch=arch).validate()  # before anything is written
     started = time.perf_counter()
     out = Path(out)
     timer = _Timer()
@@ -185,7 +187,7 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
     if pairs > 0:
         pipeline = _datasetddpm(out, generator, pairs=pairs, labeller=labeller, annotated=annotated, sampler=sampler,
                                 sampling_steps=sampling_steps, workers=workers, deeplab_epochs=deeplab_epochs,
-                                input_scale=input_scale, real_fraction=real_fraction, train_cfg=train_cfg, timer=timer,
+                                input_scale=input_scale, real_fraction=real_fraction, arch=arch, train_cfg=train_cfg, timer=timer,
                                 device=device, progress=progress, log=log)
     report = DemoReport(train_images=train, test_images=test, seeds=list(seeds), model=model,
                         features=preset.features.to_dict(), direct=direct, datasetddpm=pipeline,
@@ -198,7 +200,7 @@ def run_demo(out: str | Path, *, train: int = 20, test: int = 200, seeds: tuple[
 
 
 def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, sampling_steps, workers,
-                 deeplab_epochs, input_scale, real_fraction, train_cfg, timer, device, progress,
+                 deeplab_epochs, input_scale, real_fraction, arch, train_cfg, timer, device, progress,
                  log) -> DatasetDDPMResult:
     from .compare import compare
     from .pipeline.config import SampleConfig
@@ -233,20 +235,22 @@ def _datasetddpm(out: Path, generator, *, pairs, labeller, annotated, sampler, s
     # paper's protocol) are mixed into every epoch: the best setting `study segmenter` measured.
     labelled = out / ("annotated" if labeller == "generated" else "data")
     mixed = mixed_real(labelled, real_fraction)
-    with timer(f"train DeepLabV3 ({deeplab_epochs} epochs, input x{input_scale}"
+    segmenter = ARCH_NAMES[arch]
+    with timer(f"train {segmenter} ({deeplab_epochs} epochs, input x{input_scale}"
                + (f", {real_fraction:.0%} labelled images" if real_fraction else "") + ")"):
         result = train_deeplab_run(run, out / "data", out / "deeplab",
-                                   DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale, **mixed),
+                                   DeepLabTrainConfig(epochs=deeplab_epochs, input_scale=input_scale, arch=arch,
+                                                      **mixed),
                                    device=str(device), progress=progress)
     with timer("compare on the test set"):
-        cmp = compare(ensemble_dir, out / "deeplab" / "best", out / "data", out / "compare",
-                      model=generator.source, device=device, progress=progress)
-    log(f"DeepLabV3 (synthetic) mIoU {100 * cmp['methods']['DeepLabV3 (synthetic)']['miou']:.1f} vs direct "
+        cmp = compare(ensemble_dir, {f"{segmenter} (synthetic)": out / "deeplab" / "best"}, out / "data",
+                      out / "compare", model=generator.source, device=device, progress=progress)
+    log(f"{segmenter} (synthetic) mIoU {100 * cmp['methods'][f'{segmenter} (synthetic)']['miou']:.1f} vs direct "
         f"{100 * cmp['methods']['direct DDPM']['miou']:.1f}")
     from .io import read_jsonl
     from .rundir import LOG_FILE
     epochs = read_jsonl(out / "deeplab" / LOG_FILE, keys=("epoch", "loss", "val_miou"))
     log_ = [{"epoch": e["epoch"], "loss": round(e["loss"], 4), "val_miou": round(e["val_miou"], 4)} for e in epochs]
     return DatasetDDPMResult(labeller=labeller, pairs=card["counts"], sampler=sampler, sampling_steps=sampling_steps,
-                             deeplab={**result, "input_scale": input_scale, "real_fraction": real_fraction,
-                                      "epochs_log": log_}, compare=cmp["methods"])
+                             deeplab={**result, "arch": arch, "input_scale": input_scale,
+                                      "real_fraction": real_fraction, "epochs_log": log_}, compare=cmp["methods"])

@@ -42,15 +42,16 @@ def demo_compare(d: dict) -> str:
     methods = dict(d["datasetddpm"]["compare"])
     pairs = d["datasetddpm"]["pairs"]["kept"]
     share = d["datasetddpm"]["deeplab"].get("real_fraction")
-    name = f"DeepLabV3 ({pairs} synthetic pairs" + (f" + labelled images at {share:.0%} of each epoch)"
-                                                    if share else ")")
-    methods = {(name if "DeepLab" in k else k): v for k, v in methods.items()}
-    direct = methods["direct DDPM"]
-    deeplab = next(v for k, v in methods.items() if "DeepLab" in k)
-    speed = direct["seconds_per_image"] / deeplab["seconds_per_image"]
+    from .segmenters.model import ARCH_NAMES
     best = d["datasetddpm"]["deeplab"]
-    return _iou_table(methods) + (f"\n\nDeepLabV3 minus direct mode: {_pct(deeplab['miou'] - direct['miou'])} mIoU "
-                                  f"points; DeepLabV3 is {speed:.1f}× " + ("faster" if speed >= 1 else "slower")
+    segmenter = ARCH_NAMES[best.get("arch", "deeplabv3")]  # demos before --arch trained DeepLabV3
+    name = f"{segmenter} ({pairs} synthetic pairs" + (f" + labelled images at {share:.0%} of each epoch)"
+                                                      if share else ")")
+    methods = {(k if k == "direct DDPM" else name): v for k, v in methods.items()}
+    direct, deeplab = methods["direct DDPM"], methods[name]
+    speed = direct["seconds_per_image"] / deeplab["seconds_per_image"]
+    return _iou_table(methods) + (f"\n\n{segmenter} minus direct mode: {_pct(deeplab['miou'] - direct['miou'])} mIoU "
+                                  f"points; {segmenter} is {speed:.1f}× " + ("faster" if speed >= 1 else "slower")
                                   + f" per image. Its best epoch: {best['best_epoch'] + 1}, with mIoU "
                                   f"{_pct(best['best_val_miou'])} on the {d['train_images']} real labelled images "
                                   "that choose it." + _epochs_line(best))

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from datasetddpm.data.procedural import render_batch
@@ -49,6 +50,29 @@ def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     assert [e["epoch"] for e in saved["datasetddpm"]["deeplab"]["epochs_log"]] == [0]  # its training, epoch by epoch
     assert saved["datasetddpm"]["deeplab"]["real_fraction"] == 0.2 and saved["wall_seconds"] >= sum(
         saved["timings_seconds"].values()) - 0.5
+
+
+def test_demo_trains_the_segmenter_asked_for(tiny_model_dir, tmp_path):
+    """--arch unet: the pairs train a U-Net, named as such in the compare report and the demo's tables."""
+    from datasetddpm.demo import DemoReport, run_demo
+    from datasetddpm.ensemble.train import EnsembleTrainConfig
+    from datasetddpm.errors import OptionError
+    from datasetddpm.results import demo_compare
+    with pytest.raises(OptionError, match="--arch: unknown architecture 'segformer'"):
+        run_demo(tmp_path / "bad", train=2, test=2, model=str(tiny_model_dir), pairs=8, arch="segformer",
+                 progress=False, log=lambda *_: None)
+    assert not (tmp_path / "bad").exists()
+    r = run_demo(tmp_path / "u", train=2, test=2, model=str(tiny_model_dir), pairs=8, sampling_steps=2,
+                 deeplab_epochs=1, input_scale=1, arch="unet", train_cfg=EnsembleTrainConfig(max_epochs=5),
+                 progress=False, log=lambda *_: None)
+    assert set(r["datasetddpm"]["compare"]) == {"direct DDPM", "U-Net (synthetic)"}
+    assert json.loads((tmp_path / "u" / "deeplab" / "best" / "config.json").read_text())["training"]["arch"] == "unet"
+    saved = json.loads((tmp_path / "u" / "demo.json").read_text())
+    assert saved["datasetddpm"]["deeplab"]["arch"] == "unet"
+    written = DemoReport.from_dict(saved).to_dict()
+    assert written == {k: saved[k] for k in written}
+    table = demo_compare(saved)
+    assert "| U-Net (8 synthetic pairs) |" in table and "U-Net minus direct mode" in table
 
 
 def test_demo_report_writes_the_demo_json_it_reads():

@@ -24,6 +24,8 @@ def demo_command(
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling.")] = 2,
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs.")] = 12,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling (32 px images).")] = 2,
+    arch: Annotated[str, typer.Option(help="The segmenter trained on the pairs: deeplabv3 (the paper's) | deeplabv3plus "
+                                           "| unet.")] = "deeplabv3",
     real_fraction: Annotated[float, typer.Option(help="Share of each DeepLab epoch given to the labeller's labelled "
                                                       "images (the real ones; the annotated samples with --labeller "
                                                       "generated); 0 = synthetic pairs only.")] = 0.1,
@@ -40,6 +42,6 @@ def demo_command(
     report = run_demo(out, train=train, test=test, seeds=tuple(range(seeds)), model=model, pairs=pairs,
                       labeller=labeller, sampler=sampler, sampling_steps=sampling_steps, workers=workers,
                       deeplab_epochs=deeplab_epochs, input_scale=input_scale, real_fraction=real_fraction,
-                      device=resolve_device(device),
+                      arch=arch, device=resolve_device(device),
                       progress=not quiet)
     print_demo(report, out)

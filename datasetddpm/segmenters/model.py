@@ -18,6 +18,7 @@ from ..io import load_state_strict, load_tensors, read_checkpoint_meta, write_ch
 
 FORMAT = "datasetddpm.segmenter"
 ARCHITECTURES = ("deeplabv3", "deeplabv3plus", "unet")
+ARCH_NAMES = {"deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}  # for tables and logs
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from ..io import write_json
 from .common import write_study_config
 from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
 
-ARCH_NAMES = {"deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
 DIRECT, COLOUR, DDPM = "direct DDPM", "colour RGB-3x3", "DatasetDDPM"
 DIRECT_PAPER, DDPM_PAPER, GAN = "direct DDPM (paper protocol)", "DatasetDDPM (paper protocol)", "DatasetGAN"
 # row -> (what its ensemble is trained on, the direct row whose ensemble labels its pairs; None for direct rows)
@@ -262,7 +261,8 @@ def main_markdown(report: dict) -> str:
     seg = report.get("segmenter")
     if seg and (seg["arch"], seg["lr_schedule"]) != ("deeplabv3", "constant"):
         epochs = f"{seg['epochs']} epoch{'s' if seg['epochs'] != 1 else ''}"
-        lines += ["", f"DeepLab rows: {ARCH_NAMES.get(seg['arch'], seg['arch'])}, {epochs} at input "
+        from ..segmenters.model import ARCH_NAMES
+        lines += ["", f"DeepLab rows: {ARCH_NAMES[seg['arch']]}, {epochs} at input "
                       f"x{seg['input_scale']}, {seg['lr_schedule']} learning rate."]
     if report.get("real_fraction"):
         lines += ["", f"DeepLab rows: {report['pairs']} kept pairs, with the labelled images of the row's ensemble "
