@@ -108,10 +108,16 @@ def samples_vs_real(d: dict) -> str:
              f"{_pct(d['samples']['flip_consistency_miou'])} | {d['samples']['mean_confidence']:.3f} | "
              f"{fractions(d['samples']['class_frequency'])} |"]
     real, samples = d["real"]["class_frequency"], d["samples"]["class_frequency"]
-    shares = ", ".join(f"{c} {100 * samples[c] / real[c]:.0f} %" for c in real if real[c] > 0)
+    ci = d.get("class_share_interval", {})  # reports before the interval existed have none
+
+    def share(c):
+        bounds = f" [{100 * ci[c][0]:.0f}, {100 * ci[c][1]:.0f}]" if c in ci else ""
+        return f"{c} {100 * samples[c] / real[c]:.0f} %{bounds}"
+    shares = ", ".join(share(c) for c in real if real[c] > 0)
     provenance = f" (`{d['command']}`, {d['date']}, {d['machine']}{_weights(d)})" if d.get("command") else ""
     return "\n".join(lines) + (f"\n\nEach class's pixels in the samples as a share of its pixels in the real images "
-                               f"(both as the oracle segments them): {shares}. The oracle's mIoU on these "
+                               f"(both as the oracle segments them{'; 95 % bootstrap interval over images' if ci else ''}"
+                               f"): {shares}. The oracle's mIoU on these "
                                f"{d['num_samples']} real images: {_pct(d['oracle_miou_on_real'])}{provenance}.")
 
 

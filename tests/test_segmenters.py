@@ -100,3 +100,22 @@ def test_oracle_run_folder_refuses_another_config_before_training(tmp_path):
     with pytest.raises(DatasetDDPMError, match="different config .*another --out"):
         train_oracle(tmp_path, steps=2, **{**tiny, "lr": 3e-3})
     assert (tmp_path / "train_state.safetensors").read_bytes() == state
+
+
+def test_class_share_interval_known_answers():
+    """Identical per-image masks: every resample gives the exact share; mixed images: the interval holds the
+    point estimate and narrows with more images."""
+    from datasetddpm.data.oracle import class_share_interval
+    real = np.zeros((20, 4, 4), np.int64)
+    real[:, 0, :] = 5  # class 5 on 4 of 16 pixels of every real image
+    half = np.zeros_like(real)
+    half[:, 0, :2] = 5  # on 2 of 16 in every sample: share exactly 0.5
+    low, high = class_share_interval(half, real)
+    assert low[5] == pytest.approx(0.5) and high[5] == pytest.approx(0.5)
+    assert np.isnan(low[3]) and low[0] == pytest.approx(14 / 12)
+    mixed = np.zeros((20, 4, 4), np.int64)
+    mixed[:10, 0, :] = 5  # half of the samples have all 4 pixels, half none: share 0.5 on average
+    low, high = class_share_interval(mixed, real)
+    assert low[5] < 0.5 < high[5] and high[5] - low[5] > 0.2
+    low40, high40 = class_share_interval(np.concatenate([mixed, mixed]), np.concatenate([real, real]))
+    assert high40[5] - low40[5] < high[5] - low[5]

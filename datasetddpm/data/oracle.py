@@ -86,6 +86,24 @@ def oracle_statistics(model: Segmenter, images: np.ndarray) -> dict:
             "predictions": pred.numpy()}
 
 
+def class_share_interval(samples_pred: np.ndarray, real_pred: np.ndarray, resamples: int = 2000,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile-bootstrap bounds (K,) of (class frequency in samples) / (class frequency in real
+    images), from per-image predicted masks of equal size; NaN for a class absent from the real images."""
+    def per_image(pred):
+        flat = pred.reshape(len(pred), -1)
+        return np.stack([np.bincount(m, minlength=K) for m in flat]) / flat.shape[1]
+    fs, fr = per_image(samples_pred), per_image(real_pred)
+    rng = np.random.default_rng(seed)
+    s = fs[rng.integers(0, len(fs), (resamples, len(fs)))].mean(1)
+    r = fr[rng.integers(0, len(fr), (resamples, len(fr)))].mean(1)
+    import warnings
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from the real images: all NaN
+        ratio = np.where(r > 0, s / r, np.nan)
+        return np.nanpercentile(ratio, 2.5, axis=0), np.nanpercentile(ratio, 97.5, axis=0)
+
+
 def sample_report(oracle: Segmenter, samples: np.ndarray, n_real: int | None = None) -> dict:
     """Oracle numbers on samples beside the same numbers on real procedural images."""
     real, real_masks = real_images(n_real or len(samples))
@@ -93,12 +111,16 @@ def sample_report(oracle: Segmenter, samples: np.ndarray, n_real: int | None = N
     on_samples = oracle_statistics(oracle, samples)
     true_freq = np.bincount(real_masks.flatten(), minlength=K) / real_masks.size
     tv = 0.5 * np.abs(np.array(list(on_samples["class_frequency"].values())) - true_freq).sum()
+    low, high = class_share_interval(on_samples["predictions"], on_real["predictions"])
     return {
         "oracle_miou_on_real": mean_iou(confusion_matrix(on_real["predictions"], real_masks, K)),
         "real": {k: v for k, v in on_real.items() if k != "predictions"},
         "samples": {k: v for k, v in on_samples.items() if k != "predictions"},
         "true_class_frequency": {n: float(f) for n, f in zip(CLASS_NAMES, true_freq)},
         "class_frequency_total_variation": float(tv),
+        # each class's pixel share in the samples over that in the real images: 95 % bootstrap interval
+        # (samples and real images resampled independently), so a share near a target reads with its noise
+        "class_share_interval": {n: [float(a), float(b)] for n, a, b in zip(CLASS_NAMES, low, high)},
         "num_samples": len(samples),
         "_sample_predictions": on_samples["predictions"],
     }
