@@ -1,4 +1,5 @@
-"""Training DeepLabV3 on generated pairs: Adam, batch 8, epochs, albumentations, best epoch on real images.
+"""Training DeepLabV3 on generated pairs: Adam (constant rate, or a cosine / poly decay computed from the
+step), batch 8, epochs, albumentations, best epoch on real images.
 
 Pairs stream from the run's shards through a `DataLoader` (a `DistributedSampler` per rank, the
 augmentations in its worker processes), so memory does not grow with the number of pairs. Every
@@ -282,6 +283,7 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
             def on_step(losses, epoch=epoch):
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses[-20:]):.3f} "
                                                  f"best {100 * run.best['miou']:.1f}")
+
             def lr_of_step(i, epoch=epoch):
                 return lr_at(cfg, epoch * steps_per_epoch + i, cfg.epochs * steps_per_epoch)
             losses = train_one_epoch(run, make_loader(dataset, cfg, epoch, rank, world), device, amp, ignore_label,
