@@ -16,13 +16,22 @@ from .data.folders import read_labelled, resolve_split
 from .direct import evaluate_labels, segment
 from .environment import provenance
 from .ensemble.model import load_ensemble
-from .errors import InputError
+from .errors import DatasetDDPMError, InputError
 from .io import atomic_path, check_output_dir, read_json, write_json
 from .report import colour_mask, image_grid, save_png
-from .segmenters.model import load_segmenter, predict
+from .segmenters.model import ARCH_NAMES, load_segmenter, predict
 
 
-DEFAULT_NAME = "DeepLabV3 (synthetic)"
+
+
+def segmenter_name(folder: str | Path, what: str = "synthetic") -> str:
+    """An unnamed segmenter's row name: its architecture (from its config.json), e.g. "U-Net (synthetic)".
+    A folder without a readable config is named "segmenter (...)"; loading it then says what is wrong."""
+    try:
+        arch = read_json(Path(folder) / "config.json")["segmenter"]["arch"]
+    except (DatasetDDPMError, OSError, KeyError, TypeError):
+        arch = "segmenter"
+    return f"{ARCH_NAMES.get(arch, arch)} ({what})"
 
 
 def compare(ensemble_dir: str | Path, segmenter_dir: str | Path | dict, data: str | Path, out_dir: str | Path, *,
@@ -31,7 +40,7 @@ def compare(ensemble_dir: str | Path, segmenter_dir: str | Path | dict, data: st
     """Direct mode (the ensemble) against one or more trained segmenters (`{name: folder}`, e.g.
     DatasetDDPM's DeepLab and DatasetGAN's) on the same real test images."""
     from .workflows import source_for
-    folders = segmenter_dir if isinstance(segmenter_dir, dict) else {DEFAULT_NAME: segmenter_dir}
+    folders = segmenter_dir if isinstance(segmenter_dir, dict) else {segmenter_name(segmenter_dir): segmenter_dir}
     ensemble = load_ensemble(ensemble_dir).to(device)
     cfg = ensemble.cfg
     segmenters = {name: load_segmenter(d).to(device) for name, d in folders.items()}

@@ -170,3 +170,13 @@ def test_lr_schedule_resume_key_and_final_rate(finished_run, tiny_dataset, tmp_p
     one_line_error(runner.invoke(app, [str(a) for a in args + ["--epochs", "3"]]), "cos", "different config")
     one_line_error(runner.invoke(app, [str(a) for a in args[:-4] + ["--lr-schedule", "linear"]]), "--lr-schedule",
                    "unknown schedule")
+
+
+def test_compare_names_an_unnamed_segmenter_by_its_architecture(tmp_path):
+    from datasetddpm.compare import segmenter_name
+    from datasetddpm.segmenters.model import SegmenterConfig, create_segmenter, save_segmenter
+    for arch, name in (("unet", "U-Net"), ("deeplabv3", "DeepLabV3")):
+        save_segmenter(tmp_path / arch, create_segmenter(SegmenterConfig(num_classes=3, arch=arch)), {})
+        assert segmenter_name(tmp_path / arch) == f"{name} (synthetic)"
+        assert segmenter_name(tmp_path / arch, "run-b") == f"{name} (run-b)"
+    assert segmenter_name(tmp_path / "missing") == "segmenter (synthetic)"  # loading it then says what is wrong

@@ -40,8 +40,8 @@ def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
                  log=lambda *_: None)
     d = r["datasetddpm"]
     assert d["pairs"] == {"generated": 9, "kept": 8, "dropped": 1}
-    assert set(d["compare"]) == {"direct DDPM", "DeepLabV3 (synthetic)"}
-    assert "train DeepLabV3 (1 epochs, input x1, 20% labelled images)" in r["timings_seconds"]
+    assert set(d["compare"]) == {"direct DDPM", "U-Net (synthetic)"}  # the default segmenter
+    assert "train U-Net (1 epochs, input x1, 20% labelled images)" in r["timings_seconds"]
     assert (tmp_path / "compare" / "compare.md").is_file()
     # The labeller's real labelled images went into DeepLab's epochs at the share asked for.
     training = json.loads((tmp_path / "deeplab" / "best" / "config.json").read_text())["training"]
@@ -53,7 +53,8 @@ def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
 
 
 def test_demo_trains_the_segmenter_asked_for(tiny_model_dir, tmp_path):
-    """--arch unet: the pairs train a U-Net, named as such in the compare report and the demo's tables."""
+    """--arch deeplabv3 (the paper's): the pairs train DeepLabV3, named as such in the compare report and
+    the demo's tables."""
     from datasetddpm.demo import DemoReport, run_demo
     from datasetddpm.ensemble.train import EnsembleTrainConfig
     from datasetddpm.errors import OptionError
@@ -63,16 +64,17 @@ def test_demo_trains_the_segmenter_asked_for(tiny_model_dir, tmp_path):
                  progress=False, log=lambda *_: None)
     assert not (tmp_path / "bad").exists()
     r = run_demo(tmp_path / "u", train=2, test=2, model=str(tiny_model_dir), pairs=8, sampling_steps=2,
-                 deeplab_epochs=1, input_scale=1, arch="unet", train_cfg=EnsembleTrainConfig(max_epochs=5),
+                 deeplab_epochs=1, input_scale=1, arch="deeplabv3", train_cfg=EnsembleTrainConfig(max_epochs=5),
                  progress=False, log=lambda *_: None)
-    assert set(r["datasetddpm"]["compare"]) == {"direct DDPM", "U-Net (synthetic)"}
-    assert json.loads((tmp_path / "u" / "deeplab" / "best" / "config.json").read_text())["training"]["arch"] == "unet"
+    assert set(r["datasetddpm"]["compare"]) == {"direct DDPM", "DeepLabV3 (synthetic)"}
+    training = json.loads((tmp_path / "u" / "deeplab" / "best" / "config.json").read_text())["training"]
+    assert training["arch"] == "deeplabv3"
     saved = json.loads((tmp_path / "u" / "demo.json").read_text())
-    assert saved["datasetddpm"]["deeplab"]["arch"] == "unet"
+    assert saved["datasetddpm"]["deeplab"]["arch"] == "deeplabv3"
     written = DemoReport.from_dict(saved).to_dict()
     assert written == {k: saved[k] for k in written}
     table = demo_compare(saved)
-    assert "| U-Net (8 synthetic pairs) |" in table and "U-Net minus direct mode" in table
+    assert "| DeepLabV3 (8 synthetic pairs) |" in table and "DeepLabV3 minus direct mode" in table
 
 
 def test_demo_report_writes_the_demo_json_it_reads():
@@ -99,4 +101,5 @@ def test_demo_tables_come_from_the_report():
     print_demo(DemoReport.from_dict(saved), "runs/demo", console)
     text = console.file.getvalue()
     assert f"Direct mode: {saved['train_images']} labelled, {saved['test_images']} test images" in text
-    assert "DeepLabV3 (synthetic)" in text and "time per stage" in text and "runs/demo/compare/compare.html" in text
+    segmenter = next(m for m in saved["datasetddpm"]["compare"] if m != "direct DDPM")
+    assert segmenter.endswith("(synthetic)") and segmenter in text and "time per stage" in text and "runs/demo/compare/compare.html" in text

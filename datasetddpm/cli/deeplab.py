@@ -86,13 +86,14 @@ def compare_command(
 
 
 def _named_segmenters(values: list[str]) -> dict[str, Path]:
-    """`DIR` or `NAME=DIR` per --segmenter; the first unnamed one is DatasetDDPM's DeepLab."""
-    from ..compare import DEFAULT_NAME
+    """`DIR` or `NAME=DIR` per --segmenter; an unnamed one is named by its architecture, the first as
+    DatasetDDPM's ("DeepLabV3 (synthetic)"), later ones by their run folder."""
+    from ..compare import segmenter_name
     named = {}
     for i, value in enumerate(values):
         name, sep, folder = value.partition("=")
         if not sep:
-            name, folder = (DEFAULT_NAME if i == 0 else f"DeepLabV3 ({Path(value).parent.name or value})"), value
+            name, folder = segmenter_name(value, "synthetic" if i == 0 else Path(value).parent.name or value), value
         if name in named:
             raise opt.option_error("--segmenter", f"two segmenters are named {name!r}: name them NAME=DIR")
         named[name] = Path(folder)
