@@ -75,6 +75,16 @@ def demo_stages(d: dict) -> str:
     return _with_provenance("\n".join(lines), d)
 
 
+def demo_summary(d: dict) -> str:
+    """One demo run in a few lines: the compare table, its wall clock and the command that ran it (for
+    demos kept beside the main one, whose stage table would repeat the main demo's)."""
+    wall = ""
+    if "wall_seconds" in d:
+        minutes, seconds = divmod(round(d["wall_seconds"]), 60)
+        wall = f" Wall clock: {minutes} min {seconds} s."
+    return _with_provenance(demo_compare(d) + wall, d)
+
+
 def demo_direct(d: dict) -> str:
     """Direct mode vs the colour baseline over seeds: mean ± std, per-class means."""
     direct = d["direct"]
@@ -180,7 +190,7 @@ def _markdown_view(module: str, function: str):
     return view
 
 
-VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-direct": demo_direct,
+VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary": demo_summary, "demo-direct": demo_direct,
          "samples-vs-real": samples_vs_real, "samplers": samplers, "budget": budget,
          "trajectory": _markdown_view(".studies.trajectory", "trajectory_markdown"),
          "segmenter": _markdown_view(".studies.segmenter", "segmenter_markdown"),

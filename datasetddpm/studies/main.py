@@ -258,14 +258,15 @@ def main_markdown(report: dict) -> str:
     gan = report["rows"].get(GAN, {}).get("vs_datasetddpm_paper")
     if gan is not None:
         lines += ["", f"DatasetGAN minus DatasetDDPM (both paper protocol): {_interval(gan)} mIoU points."]
-    seg = report.get("segmenter")
+    seg, notes = report.get("segmenter"), []
     if seg and (seg["arch"], seg["lr_schedule"]) != ("deeplabv3", "constant"):
-        epochs = f"{seg['epochs']} epoch{'s' if seg['epochs'] != 1 else ''}"
         from ..segmenters.model import ARCH_NAMES
-        lines += ["", f"DeepLab rows: {ARCH_NAMES[seg['arch']]}, {epochs} at input "
-                      f"x{seg['input_scale']}, {seg['lr_schedule']} learning rate."]
+        epochs = f"{seg['epochs']} epoch{'s' if seg['epochs'] != 1 else ''}"
+        notes.append(f"{ARCH_NAMES[seg['arch']]}, {epochs} at input x{seg['input_scale']}, {seg['lr_schedule']} "
+                     "learning rate")
     if report.get("real_fraction"):
-        lines += ["", f"DeepLab rows: {report['pairs']} kept pairs, with the labelled images of the row's ensemble "
-                      f"(real, or the annotated samples) mixed into every epoch as {report['real_fraction']:.0%} of "
-                      "its samples."]
+        notes.append(f"{report['pairs']} kept pairs, with the labelled images of the row's ensemble (real, or the "
+                     f"annotated samples) mixed into every epoch as {report['real_fraction']:.0%} of its samples")
+    if notes:
+        lines += ["", "DeepLab rows: " + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
