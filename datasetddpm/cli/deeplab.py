@@ -45,11 +45,12 @@ def train_deeplab_command(
     dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Train DeepLabV3 from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
+    """Train DeepLabV3 (or --arch unet) from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
     from ..workflows import deeplab_config, train_deeplab_run
     cfg = deeplab_config(preset, arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
-                         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, augment=not no_augment, seed=seed, loader_workers=loader_workers,
-                         real=str(real.resolve()) if real else "", real_fraction=real_fraction)
+                         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, augment=not no_augment, seed=seed,
+                         loader_workers=loader_workers, real=str(real.resolve()) if real else "",
+                         real_fraction=real_fraction)
     if dry_run:
         from ..workflows import plan_deeplab_run
         typer.echo(plan_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device).text())

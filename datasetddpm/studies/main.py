@@ -58,7 +58,7 @@ class MainStudyConfig:
     input_scale: int = 2
     arch: str = "deeplabv3"  # the DeepLab rows' segmenter (train-deeplab --arch)
     lr_schedule: str = "constant"  # their learning rate (train-deeplab --lr-schedule)
-    rows_only: tuple[str, ...] = ()  # row slugs (e.g. datasetddpm); () = every row. A DeepLab row brings its labeller's
+    rows_only: tuple[str, ...] = ()  # row slugs (e.g. datasetddpm), each DeepLab row with its labeller's; () = all
     real_fraction: float = 0.0  # > 0: each DeepLab row's labelled images (its ensemble's) mixed into every epoch
     bootstrap: int = 2000
 
@@ -173,8 +173,8 @@ class _Study:
         mixed = mixed_real(self.labelled(row), self.cfg.real_fraction)
         train_deeplab_run(run, self.data, deeplab, DeepLabTrainConfig(
             epochs=self.cfg.deeplab_epochs, input_scale=self.cfg.input_scale, seed=seed, arch=self.cfg.arch,
-            lr_schedule=self.cfg.lr_schedule, batch_size=self.cfg.deeplab_batch, **mixed), device=str(self.device), threads=self.threads,
-            progress=self.progress)
+            lr_schedule=self.cfg.lr_schedule, batch_size=self.cfg.deeplab_batch, **mixed), device=str(self.device),
+            threads=self.threads, progress=self.progress)
         return deeplab_confusions(deeplab, self.test, self.K, self.ignore)
 
     def score(self, seed: int, row: str) -> np.ndarray:
