@@ -69,19 +69,20 @@ def demo_stages(d: dict) -> str:
     lines = ["| stage | s |", "|---|---:|"]
     lines += [f"| {stage} | {s:.1f} |" for stage, s in d["timings_seconds"].items()]
     if "wall_seconds" in d:
-        minutes, seconds = divmod(round(d["wall_seconds"]), 60)
-        lines += ["", f"Wall clock: {minutes} min {seconds} s (the stages, model loading and set-up; the "
+        lines += ["", f"Wall clock: {_wall_clock(d)} (the stages, model loading and set-up; the "
                       "interpreter's start and imports come on top)."]
     return _with_provenance("\n".join(lines), d)
+
+
+def _wall_clock(d: dict) -> str:
+    minutes, seconds = divmod(round(d["wall_seconds"]), 60)
+    return f"{minutes} min {seconds} s"
 
 
 def demo_summary(d: dict) -> str:
     """One demo run in a few lines: the compare table, its wall clock and the command that ran it (for
     demos kept beside the main one, whose stage table would repeat the main demo's)."""
-    wall = ""
-    if "wall_seconds" in d:
-        minutes, seconds = divmod(round(d["wall_seconds"]), 60)
-        wall = f" Wall clock: {minutes} min {seconds} s."
+    wall = f" Wall clock: {_wall_clock(d)}." if "wall_seconds" in d else ""
     return _with_provenance(demo_compare(d) + wall, d)
 
 
