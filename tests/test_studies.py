@@ -377,3 +377,29 @@ def test_synthetic_size_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset,
     one_line_error(run(*args, "--out", tmp_path / "x", "--sizes", "4,2"), "--sizes", "increasing")
     one_line_error(run(*args, "--out", tmp_path / "x", "--budget", "time"), "--budget", "epochs, steps")
     assert tree_state(tmp_path / "x") == {}
+
+
+def test_sampling_studies_train_the_chosen_segmenter(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
+    """--arch and --real-fraction reach every DeepLab run of a sampling study and are named under its table;
+    a bad choice is refused before anything is written."""
+    from conftest import one_line_error, run, tree_state
+    from datasetddpm.studies.common import segmenter_name, segmenter_note
+    out = tmp_path / "f"
+    args = ("study", "filter", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--model", tiny_model_dir,
+            "--quick", "--quiet", "--threads", 1)
+    r = run(*args, "--out", out, "--arch", "unet", "--real-fraction", 0.5)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "study.json").read_text())
+    assert report["segmenter"] == {"arch": "unet", "epochs": 1, "input_scale": 1, "real_fraction": 0.5}
+    for drop in ("0.00", "0.25"):
+        training = json.loads((out / f"drop-{drop}" / "seed-1" / "best" / "config.json").read_text())["training"]
+        assert training["arch"] == "unet" and training["real_fraction"] == 0.5
+        assert training["real"] == str(tiny_dataset.resolve())
+    assert ("Segmenter: U-Net, 1 epoch at input x1; the real labelled images mixed into every epoch as 50 % of "
+            "its samples.") in (out / "study.md").read_text()
+    # Results written before the choice existed render as they did: DeepLabV3, no note.
+    assert segmenter_name({}) == "DeepLabV3" and segmenter_note({}) == ""
+    one_line_error(run(*args, "--out", tmp_path / "x", "--arch", "segformer"), "--arch", "unknown architecture")
+    one_line_error(run("study", "synthetic-size", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--model",
+                       tiny_model_dir, "--out", tmp_path / "x", "--real-fraction", 1), "--real-fraction", "[0, 1)")
+    assert tree_state(tmp_path / "x") == {}

@@ -23,6 +23,12 @@ TrainSteps = Annotated[int, typer.Option("--steps", help="Optimisation steps (ra
 TrainBatch = Annotated[int, typer.Option("--batch-size", help="Images per step.")]
 PoolSize = Annotated[int, typer.Option("--pool-size", help="Procedural images rendered for --data embedded.")]
 CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")]
+# The segmenter of a study's DeepLab runs (train-deeplab --arch / --real), shared by the sampling studies.
+SegmenterArch = Annotated[str, typer.Option("--arch", help="Segmenter the DeepLab runs train: deeplabv3 | "
+                                            "deeplabv3plus | unet.")]
+RealFraction = Annotated[float, typer.Option("--real-fraction", help="Mix the real labelled images (--data's "
+                                             "real/train) into every DeepLab epoch at this share; 0 = synthetic "
+                                             "pairs only.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 Device = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,7 +23,9 @@ def samplers_command(
     settings: Annotated[str, typer.Option(help="sampler:steps list; the first is the baseline.")] = "ddpm:1000,ddim:50,dpm++:20,ddim:20,dpm++:10",
     n: Annotated[int, typer.Option(help="Samples per setting (the same seeds for every setting).")] = 256,
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per setting.")] = 6,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per setting.")] = 6,
+    arch: opt.SegmenterArch = "deeplabv3",
+    real_fraction: opt.RealFraction = 0.0,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
     timing_samples: Annotated[int, typer.Option(help="Samples timed per setting, side by side.")] = 8,
@@ -38,7 +41,7 @@ def samplers_command(
     cfg = SamplerStudyConfig(settings=tuple(SamplerSetting.parse(s) for s in settings.split(",") if s.strip()),
                              model=model, n=n, seed=seed, deeplab_epochs=deeplab_epochs, input_scale=input_scale,
                              deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds),
-                             timing_samples=timing_samples)
+                             timing_samples=timing_samples, arch=arch, real_fraction=real_fraction)
     run_sampler_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())
 
@@ -52,7 +55,9 @@ def filter_command(
     drops: Annotated[str, typer.Option(help="Drop fractions to compare; the first is the baseline.")] = "0,0.1,0.2",
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per drop fraction.")] = "0,1,2",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run.")] = 6,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run.")] = 6,
+    arch: opt.SegmenterArch = "deeplabv3",
+    real_fraction: opt.RealFraction = 0.0,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
     seed: opt.Seed = 0,
@@ -65,11 +70,12 @@ def filter_command(
     from ..studies.filter import FilterStudyConfig, run_filter_study
     opt.set_threads(threads)
     if quick:
-        cfg = FilterStudyConfig.quick(model)
+        cfg = replace(FilterStudyConfig.quick(model), arch=arch, real_fraction=real_fraction)
     else:
         cfg = FilterStudyConfig(model=model, n=n, seed=seed, deeplab_epochs=deeplab_epochs,
                                 drops=tuple(_floats("--drops", drops)),
-                                deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+                                deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds), arch=arch,
+                                real_fraction=real_fraction)
     run_filter_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())
 
@@ -145,7 +151,7 @@ def main_command(
     seeds: Annotated[str, typer.Option(help="Seeds: every ensemble's and DeepLab's training seed.")] = "0,1,2,3,4",
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per row and seed.")] = 6,
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
-    arch: Annotated[str, typer.Option(help="The DeepLab rows' segmenter: deeplabv3 | deeplabv3plus | unet.")] = "deeplabv3",
+    arch: opt.SegmenterArch = "deeplabv3",
     lr_schedule: Annotated[str, typer.Option(help="The DeepLab rows' learning rate: constant | cosine | poly.")] = "constant",
     rows: Annotated[str, typer.Option(help="Only these rows (comma-separated: direct-ddpm, colour-rgb-3x3, datasetddpm, "
                                            "direct-ddpm-paper-protocol, datasetddpm-paper-protocol, datasetgan); a "
@@ -182,7 +188,9 @@ def mining_command(
     pairs: Annotated[int, typer.Option(help="Pairs each arm keeps.")] = 1000,
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per arm.")] = "0,1,2",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run.")] = 6,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run.")] = 6,
+    arch: opt.SegmenterArch = "deeplabv3",
+    real_fraction: opt.RealFraction = 0.0,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
     seed: opt.Seed = 0,
@@ -197,6 +205,7 @@ def mining_command(
     cfg = MiningStudyConfig.quick(model, prefer_classes) if quick else MiningStudyConfig(
         model=model, prefer=prefer_classes, n=n, pairs=pairs, seed=seed, deeplab_epochs=deeplab_epochs,
         deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    cfg = replace(cfg, arch=arch, real_fraction=real_fraction)
     run_mining_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device, progress=not quiet)
     typer.echo((out / "study.md").read_text())
 
@@ -266,7 +275,9 @@ def real_images_command(
     pairs: Annotated[int, typer.Option(help="Pairs the synthetic and the real arm keep (both: twice as many).")] = 500,
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per arm.")] = "0,1,2",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run.")] = 6,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run.")] = 6,
+    arch: opt.SegmenterArch = "deeplabv3",
+    real_fraction: opt.RealFraction = 0.0,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
     seed: opt.Seed = 0,
@@ -281,6 +292,7 @@ def real_images_command(
     cfg = RealImagesStudyConfig.quick(model) if quick else RealImagesStudyConfig(
         model=model, pairs=pairs, seed=seed, deeplab_epochs=deeplab_epochs,
         deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    cfg = replace(cfg, arch=arch, real_fraction=real_fraction)
     run_real_images_study(out, ensemble, data, images, cfg, workers=workers, threads=threads, device=device,
                           progress=not quiet)
     typer.echo((out / "study.md").read_text())
@@ -325,7 +337,9 @@ def synthetic_size_command(
     budget: Annotated[str, typer.Option(help="DeepLab budget: 'epochs' (the same epochs for every size: larger sets get "
                                              "more steps) or 'steps' (every size the largest set's steps).")] = "epochs",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLabV3 epochs per run (with --budget steps: the largest set's).")] = 6,
+    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run (with --budget steps: the largest set's).")] = 6,
+    arch: opt.SegmenterArch = "deeplabv3",
+    real_fraction: opt.RealFraction = 0.0,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling, labelling and DeepLab.")] = 1,
     seed: opt.Seed = 0,
@@ -340,6 +354,7 @@ def synthetic_size_command(
     cfg = SyntheticSizeConfig.quick(model) if quick else SyntheticSizeConfig(
         model=model, sizes=opt.parse_ints("--sizes", sizes), seed=seed, budget=budget, deeplab_epochs=deeplab_epochs,
         deeplab_seeds=opt.parse_ints("--deeplab-seeds", deeplab_seeds))
+    cfg = replace(cfg, arch=arch, real_fraction=real_fraction)
     run_synthetic_size_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device,
                              progress=not quiet)
     typer.echo((out / "study.md").read_text())

@@ -96,7 +96,47 @@ def deeplab_over_seeds(run: str | Path, data: str | Path, out: str | Path, test,
 
 
 @dataclass
-class SampleAndDeepLab:
+class SegmenterChoice:
+    """Which segmenter a study's DeepLab runs train, and whether the data root's real labelled images
+    (real/train) are mixed into every epoch, as the demo does (`train-deeplab --arch`, `--real`)."""
+
+    arch: str = "deeplabv3"
+    real_fraction: float = 0.0  # > 0: real/train mixed into every epoch at this share of its samples
+
+    def check_segmenter(self) -> None:
+        from ..segmenters.train_deeplab import DeepLabTrainConfig, check_mix_fraction
+        DeepLabTrainConfig(arch=self.arch).validate()
+        check_mix_fraction(self.real_fraction)
+
+    def segmenter_fields(self, data: str | Path) -> dict:
+        """The DeepLabTrainConfig fields of this choice, for `deeplab_over_seeds(..., **fields)`."""
+        from ..segmenters.train_deeplab import mixed_real
+        return dict(arch=self.arch, **mixed_real(data, self.real_fraction))
+
+    def segmenter_report(self, epochs: int, input_scale: int) -> dict:
+        return {"arch": self.arch, "epochs": epochs, "input_scale": input_scale, "real_fraction": self.real_fraction}
+
+
+def segmenter_name(report: dict) -> str:
+    """The table name of a study's segmenter (DeepLabV3 for results written before the choice existed)."""
+    from ..segmenters.model import ARCH_NAMES
+    return ARCH_NAMES[report.get("segmenter", {}).get("arch", "deeplabv3")]
+
+
+def segmenter_note(report: dict) -> str:
+    """A markdown paragraph (to follow a table that ends in a newline) naming a non-default segmenter
+    choice; "" for the default (DeepLabV3, pairs only)."""
+    seg = report.get("segmenter")
+    if not seg or (seg["arch"], seg["real_fraction"]) == ("deeplabv3", 0.0):
+        return ""
+    epochs = f"{seg['epochs']} epoch{'s' if seg['epochs'] != 1 else ''}"
+    mixed = (f"; the real labelled images mixed into every epoch as {100 * seg['real_fraction']:.0f} % of its samples"
+             if seg["real_fraction"] else "; synthetic pairs only")
+    return f"\nSegmenter: {segmenter_name(report)}, {epochs} at input x{seg['input_scale']}{mixed}.\n"
+
+
+@dataclass
+class SampleAndDeepLab(SegmenterChoice):
     """Settings every study that samples, labels and trains DeepLabV3 over seeds shares (defaults: the demo's)."""
 
     model: str = "embedded"

@@ -28,12 +28,12 @@ from ..io import write_json
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
-from .common import deeplab_over_seeds, write_study_config
+from .common import SegmenterChoice, deeplab_over_seeds, segmenter_note, write_study_config
 from .stats import auroc, hierarchical_bootstrap, miou_of, per_item_confusions
 
 
 @dataclass
-class FilterStudyConfig:
+class FilterStudyConfig(SegmenterChoice):
     model: str = "embedded"
     n: int = 1112  # samples (about 1000 pairs kept at the default 10 % drop)
     seed: int = 0
@@ -53,6 +53,7 @@ class FilterStudyConfig:
             raise OptionError("--drops", f"need fractions in [0, 1), got {list(self.drops)}")
         if not self.deeplab_seeds:
             raise OptionError("--deeplab-seeds", "need at least one seed")
+        self.check_segmenter()
 
     @classmethod
     def quick(cls, model: str) -> "FilterStudyConfig":
@@ -111,7 +112,8 @@ def run_filter_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
         runs = deeplab_over_seeds(run, data, out / f"drop-{drop:.2f}", test, cfg.deeplab_seeds,
                                   epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale, batch_size=cfg.deeplab_batch,
                                   num_classes=ens.num_classes, ignore_label=ens.ignore_label, workers=workers,
-                                  threads=threads, device=str(dev), progress=progress)
+                                  threads=threads, device=str(dev), progress=progress,
+                                  **cfg.segmenter_fields(data))
         per_seed = [miou_of(r, ens.ignore_label) for r in runs]
         rows[f"{drop:.2f}"] = {"drop": drop, "pairs": int(kept.sum()), "deeplab_miou_mean": float(np.mean(per_seed)),
                                "deeplab_miou_std": float(np.std(per_seed)), "deeplab_miou_per_seed": per_seed}
@@ -122,7 +124,7 @@ def run_filter_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
                                                                        resamples=cfg.bootstrap)
     finalize_run(run, drop_fraction=0.1)  # leave the run as the pipeline's default filter makes it
     report = {"labels": quality, "deeplab": rows, "test_images": len(test), "deeplab_seeds": list(cfg.deeplab_seeds),
-              **provenance()}
+              "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
     write_json(out / "study.json", report)
     (out / "study.md").write_text(filter_markdown(report))
     return report
@@ -143,4 +145,4 @@ def filter_markdown(report: dict) -> str:
                                        + ("" if d["significant"] else " (n.s.)"))
         lines.append(f"| {100 * r['drop']:.0f} % | {r['pairs']} | {100 * q['label_miou_by_drop'][key]:.1f} | "
                      f"{100 * r['deeplab_miou_mean']:.1f} ± {100 * r['deeplab_miou_std']:.1f} | {delta} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + segmenter_note(report)

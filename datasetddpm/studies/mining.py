@@ -20,7 +20,7 @@ from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, write_study_config
-from .common import mean_std as _mean_std, seeds_text as _seeds
+from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
 
 ARMS = ("least uncertain", "mined")
@@ -40,6 +40,7 @@ class MiningStudyConfig(SampleAndDeepLab):
         if not 1 <= self.pairs <= int(0.9 * self.n):
             raise OptionError("--pairs", f"must be in [1, {int(0.9 * self.n)}] (90 % of --n {self.n}: mining needs "
                                          f"more samples than pairs), got {self.pairs}")
+        self.check_segmenter()
 
 
 def _class_iou(confusions: np.ndarray, k: int) -> np.ndarray:
@@ -76,7 +77,7 @@ def run_mining_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
                                              cfg.deeplab_seeds, epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale,
                                              batch_size=cfg.deeplab_batch, num_classes=ens.num_classes,
                                              ignore_label=ens.ignore_label, workers=workers, threads=threads,
-                                             device=dev, progress=progress)
+                                             device=dev, progress=progress, **cfg.segmenter_fields(data))
     report = mining_report(cfg, confusions, cards, names, prefer, len(test))
     report.update(provenance())
     write_json(out / "study.json", report)
@@ -99,6 +100,7 @@ def mining_report(cfg: MiningStudyConfig, confusions: dict, cards: dict, names, 
         per_class[names[k]] = float(_class_iou(mined, k).mean() - _class_iou(plain, k).mean())
     return {"study": "mining", "prefer_classes": [names[k] for k in prefer], "samples": cfg.n, "pairs": cfg.pairs,
             "deeplab_seeds": list(cfg.deeplab_seeds), "test_images": test_images, "arms": arms,
+            "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale),
             "preferred_iou_difference": per_class}
 
 
@@ -106,7 +108,7 @@ def mining_markdown(report: dict) -> str:
     names = list(next(iter(report["arms"].values()))["iou_mean"])
     pref = report["prefer_classes"]
     lines = [f"{report['pairs']} pairs kept of {report['samples']} samples; preferred classes: {', '.join(pref)}; "
-             f"DeepLab over {_seeds(report)}, {report['test_images']} real test images.", "",
+             f"{segmenter_name(report)} over {_seeds(report)}, {report['test_images']} real test images.", "",
              "| pairs kept | mIoU (mean ± std) | Δ mIoU (95 % CI) | " + " | ".join(names) + " | "
              + " / ".join(pref) + " share of kept label pixels |",
              "|---|---:|---|" + "---:|" * len(names) + "---:|"]
@@ -118,4 +120,4 @@ def mining_markdown(report: dict) -> str:
         lines.append(f"| {arm} | {_mean_std(r, report)} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + f" | {share} |")
     diffs = ", ".join(f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference"].items())
-    return "\n".join(lines) + f"\n\nIoU of the preferred classes, mined minus least uncertain: {diffs} points.\n"
+    return "\n".join(lines) + f"\n\nIoU of the preferred classes, mined minus least uncertain: {diffs} points.\n" + segmenter_note(report)

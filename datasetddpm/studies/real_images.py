@@ -22,7 +22,7 @@ from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, write_study_config
-from .common import mean_std as _mean_std, seeds_text as _seeds
+from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
 
 ARMS = ("synthetic", "real unlabelled", "both")  # the first is the baseline
@@ -80,6 +80,7 @@ def run_real_images_study(out_dir: str | Path, ensemble: str | Path, data: str |
     from ..devices import resolve_device
     from ..ensemble.model import load_ensemble
     from ..environment import provenance
+    cfg.check_segmenter()
     out, ens = Path(out_dir), load_ensemble(ensemble).cfg
     images = list_images(images_dir)
     if len(images) < cfg.samples:
@@ -101,10 +102,12 @@ def run_real_images_study(out_dir: str | Path, ensemble: str | Path, data: str |
                                           epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale,
                                           batch_size=cfg.deeplab_batch, num_classes=ens.num_classes,
                                           ignore_label=ens.ignore_label, workers=workers, threads=threads, device=dev,
-                                          progress=progress) for arm, run in runs.items()}
+                                          progress=progress, **cfg.segmenter_fields(data))
+                  for arm, run in runs.items()}
     names = ens.class_names or tuple(str(k) for k in range(ens.num_classes))
     report = {"study": "real-images", "pairs": cfg.pairs, "deeplab_seeds": list(cfg.deeplab_seeds),
-              "test_images": len(test), "arms": _arms(confusions, names, cfg), **provenance()}
+              "test_images": len(test), "arms": _arms(confusions, names, cfg),
+              "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
     write_json(out / "study.json", report)
     (out / "study.md").write_text(real_images_markdown(report))
     return report
@@ -125,7 +128,7 @@ def _arms(confusions: dict, names, cfg: RealImagesStudyConfig) -> dict:
 
 def real_images_markdown(report: dict) -> str:
     names = list(next(iter(report["arms"].values()))["iou_mean"])
-    lines = [f"DeepLabV3 over {_seeds(report)} on {report['test_images']} real test images.", "",
+    lines = [f"{segmenter_name(report)} over {_seeds(report)} on {report['test_images']} real test images.", "",
              "| DeepLab trained on | pairs | mIoU (mean ± std) | Δ vs synthetic (95 % CI) | " + " | ".join(names) + " |",
              "|---|---:|---:|---|" + "---:|" * len(names)]
     for arm, r in report["arms"].items():
@@ -134,4 +137,4 @@ def real_images_markdown(report: dict) -> str:
                                        f"{100 * d['ci_high']:+.1f}]" + ("" if d["significant"] else " (n.s.)"))
         lines.append(f"| {arm} | {r['pairs']} | {_mean_std(r, report)} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + segmenter_note(report)

@@ -33,7 +33,7 @@ from ..pipeline.config import SampleConfig, sample_seed
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import label_run, sample_run
 from ..segmenters.model import load_segmenter
-from .common import deeplab_over_seeds, write_study_config
+from .common import SegmenterChoice, deeplab_over_seeds, segmenter_note, write_study_config
 from .stats import hierarchical_bootstrap, miou_of, paired_bootstrap, per_item_confusions
 
 
@@ -58,7 +58,7 @@ DEFAULT_SETTINGS = "ddpm:1000,ddim:50,dpm++:20,ddim:20,dpm++:10"
 
 
 @dataclass
-class SamplerStudyConfig:
+class SamplerStudyConfig(SegmenterChoice):
     settings: tuple[SamplerSetting, ...] = field(
         default_factory=lambda: tuple(SamplerSetting.parse(s) for s in DEFAULT_SETTINGS.split(",")))
     model: str = "embedded"
@@ -119,6 +119,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
         raise OptionError("--settings", "need at least one sampler setting")
     if not cfg.deeplab_seeds:
         raise OptionError("--deeplab-seeds", "need at least one seed")
+    cfg.check_segmenter()
     out = Path(out_dir)
     ens = load_ensemble(ensemble).cfg
     K, ignore = ens.num_classes, ens.ignore_label
@@ -143,6 +144,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
 
     report = {"baseline": cfg.settings[0].name, "test_images": len(test), "samples": cfg.n,
               "deeplab_seeds": list(cfg.deeplab_seeds),
+              "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale),
               "rows": _compare_to_baseline(out, cfg, rows, timing, ignore), **provenance()}
     write_json(out / "study.json", report)
     (out / "study.md").write_text(study_markdown(report))
@@ -170,7 +172,8 @@ def _measure_setting(d: Path, s, cfg: SamplerStudyConfig, ensemble, data, genera
         write_json(measured, row)
     test_cms = deeplab_over_seeds(d / "run", data, d / "deeplab", test, cfg.deeplab_seeds, epochs=cfg.deeplab_epochs,
                                   input_scale=cfg.input_scale, batch_size=cfg.deeplab_batch, num_classes=K,
-                                  ignore_label=ignore, threads=threads, device=device, progress=progress)
+                                  ignore_label=ignore, threads=threads, device=device, progress=progress,
+                                  **cfg.segmenter_fields(data))
     np.save(d / "test_confusions.npy", test_cms)  # (seeds, test images, K, K)
     per_seed = [miou_of(c, ignore) for c in test_cms]
     return {**row, "deeplab_miou": float(np.mean(per_seed)), "deeplab_miou_std": float(np.std(per_seed)),
@@ -215,4 +218,4 @@ def study_markdown(report: dict) -> str:
                      f"{r['seconds_per_sample']:.3f} | {100 * r['oracle_flip_consistency_miou']:.1f} | "
                      f"{100 * r['label_miou_all']:.1f} | {_diff(r.get('label_miou_vs_baseline'))} | "
                      f"{100 * r['deeplab_miou']:.1f}{spread} | {_diff(r.get('deeplab_miou_vs_baseline'))} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + segmenter_note(report)

@@ -29,7 +29,7 @@ from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import read_json, write_json
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, write_study_config
-from .common import mean_std as _mean_std, seeds_text as _seeds
+from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
 
 BUDGETS = {"epochs": "the same {epochs} DeepLab epochs for every size: a larger set also gets proportionally more "
@@ -54,6 +54,7 @@ class SyntheticSizeConfig(SampleAndDeepLab):
             raise OptionError("--deeplab-seeds", "need at least one seed")
         if self.budget not in BUDGETS:
             raise OptionError("--budget", f"must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        self.check_segmenter()
 
     @staticmethod
     def samples(size: int) -> int:
@@ -108,6 +109,7 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
     out, ens = Path(out_dir), load_ensemble(ensemble).cfg
     dev = str(resolve_device(device))
     test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
+    real = len(read_labelled(resolve_split(data, "train"), ens.num_classes, ens.ignore_label)) if cfg.real_fraction else 0
     write_study_config(out, {"study": "synthetic-size", **asdict(cfg), "ensemble": str(ensemble),
                                            "data": str(data)})
     base = out / "run"
@@ -123,24 +125,29 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
                                               epochs=cfg.epochs(size), input_scale=cfg.input_scale,
                                               batch_size=cfg.deeplab_batch, num_classes=ens.num_classes,
                                               ignore_label=ens.ignore_label, workers=workers, threads=threads,
-                                              device=dev, progress=progress)
-        rows[str(size)] = size_row(size, card, confusions, cfg, workers, ens.ignore_label)
+                                              device=dev, progress=progress, **cfg.segmenter_fields(data))
+        rows[str(size)] = size_row(size, card, confusions, cfg, workers, ens.ignore_label, real)
     report = {"study": "synthetic-size", "samples": cfg.samples(max(cfg.sizes)), "sampler": cfg.sampler,
               "sampling_steps": cfg.sampling_steps, "deeplab_seeds": list(cfg.deeplab_seeds),
               "test_images": len(test), "budget": {"rule": cfg.budget, "text": BUDGETS[cfg.budget].format(
-                  epochs=cfg.deeplab_epochs)}, "rows": rows, "saturates_at": saturation(rows), **provenance()}
+                  epochs=cfg.deeplab_epochs)}, "rows": rows, "saturates_at": saturation(rows),
+              "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
     write_json(out / "study.json", report)
     (out / "study.md").write_text(synthetic_size_markdown(report))
     return report
 
 
-def size_row(size: int, card: dict, confusions: dict, cfg: SyntheticSizeConfig, workers: int, ignore_label: int) -> dict:
-    """One size's numbers; the difference to the previous size resamples test images (paired) and seeds."""
+def size_row(size: int, card: dict, confusions: dict, cfg: SyntheticSizeConfig, workers: int, ignore_label: int,
+             real: int = 0) -> dict:
+    """One size's numbers; the difference to the previous size resamples test images (paired) and seeds.
+    `real`: labelled images mixed into every epoch (0: none)."""
+    from ..data.generated import real_repeat
     per_seed = [miou_of(c, ignore_label) for c in confusions[size]]
-    epochs = cfg.epochs(size)
-    row = {"pairs": card["counts"]["kept"], "samples": card["counts"]["generated"], "epochs": epochs,
+    epochs, kept = cfg.epochs(size), card["counts"]["kept"]
+    per_epoch = kept + (real * real_repeat(kept, real, cfg.real_fraction) if real else 0)
+    row = {"pairs": kept, "samples": card["counts"]["generated"], "epochs": epochs,
            # one process per worker, each its batch, the last partial batch dropped
-           "optimisation_steps": epochs * (card["counts"]["kept"] // (cfg.deeplab_batch * workers)),
+           "optimisation_steps": epochs * (per_epoch // (cfg.deeplab_batch * workers)),
            "miou_mean": float(np.mean(per_seed)), "miou_std": float(np.std(per_seed)), "miou_per_seed": per_seed}
     smaller = [s for s in confusions if s < size]
     if smaller:
@@ -159,7 +166,7 @@ def saturation(rows: dict) -> int | None:
 
 
 def synthetic_size_markdown(report: dict) -> str:
-    lines = [f"DeepLabV3 over {_seeds(report)} on {report['test_images']} real test images. One run of "
+    lines = [f"{segmenter_name(report)} over {_seeds(report)} on {report['test_images']} real test images. One run of "
              f"{report['samples']} samples ({report['sampler']}-{report['sampling_steps']}); each size keeps the "
              f"first ceil(size / 0.9) samples' least uncertain pairs after the 10 % drop. Budget: "
              f"{report['budget']['text']}.", "",
@@ -176,4 +183,4 @@ def synthetic_size_markdown(report: dict) -> str:
         tail = f"Every step up in size is a significant gain: no saturation up to {list(report['rows'])[-1]} pairs."
     else:
         tail = f"Saturates at {at} pairs: the first size whose gain over the previous one is not significant."
-    return "\n".join(lines) + f"\n\n{tail}\n"
+    return "\n".join(lines) + f"\n\n{tail}\n" + segmenter_note(report)
