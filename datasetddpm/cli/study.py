@@ -14,11 +14,22 @@ from .app import app, command
 study_app = typer.Typer(no_args_is_help=True, help="Measured studies (JSON + markdown table in --out).")
 app.add_typer(study_app, name="study")
 
+# Options most studies share.
+Quick = Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")]
+Workers = Annotated[int, typer.Option("--workers", help="CPU worker processes for sampling and labelling.")]
+StudyDevice = Annotated[str, typer.Option("--device", help="cpu (default), cuda or cuda:N: every stage on that device.")]
+LabellingEnsemble = Annotated[Path, typer.Option("--ensemble", help="Ensemble that labels the samples.")]
+ScoredData = Annotated[Path, typer.Option("--data", help="Labelled dataset root: real/train picks DeepLab's epoch, "
+                                                         "real/test scores it.")]
+DeepLabEpochs = Annotated[int, typer.Option("--deeplab-epochs", help="DeepLab epochs per run.")]
+PresetModel = Annotated[Optional[str], typer.Option("--model", help="Model (default: the preset's).")]
+TestImages = Annotated[int, typer.Option("--test-images", help="Test images scored.")]
+
 
 @command("samplers", group=study_app)
 def samplers_command(
     ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples (trained on real labelled images).")],
-    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    data: ScoredData,
     out: opt.Out = Path("runs/study_samplers"),
     settings: Annotated[str, typer.Option(help="sampler:steps list; the first is the baseline.")] = "ddpm:1000,ddim:50,dpm++:20,ddim:20,dpm++:10",
     n: Annotated[int, typer.Option(help="Samples per setting (the same seeds for every setting).")] = 256,
@@ -29,10 +40,10 @@ def samplers_command(
     input_scale: Annotated[int, typer.Option(help="DeepLabV3 input upsampling.")] = 2,
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
     timing_samples: Annotated[int, typer.Option(help="Samples timed per setting, side by side.")] = 8,
-    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    workers: Workers = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N: every stage on that device.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Full ancestral DDPM vs fast samplers: UNet evaluations, s/sample, label and DeepLab mIoU with paired CIs."""
@@ -48,21 +59,21 @@ def samplers_command(
 
 @command("filter", group=study_app)
 def filter_command(
-    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples.")],
-    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    ensemble: LabellingEnsemble,
+    data: ScoredData,
     out: opt.Out = Path("runs/study_filter"),
     n: Annotated[int, typer.Option(help="Samples (one run, labelled once).")] = 1112,
     drops: Annotated[str, typer.Option(help="Drop fractions to compare; the first is the baseline.")] = "0,0.1,0.2",
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per drop fraction.")] = "0,1,2",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run.")] = 6,
+    deeplab_epochs: DeepLabEpochs = 6,
     arch: opt.SegmenterArch = "deeplabv3",
     real_fraction: opt.RealFraction = 0.0,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
-    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    quick: Quick = False,
+    workers: Workers = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Is the 10 % drop worth it? JS uncertainty vs the oracle's masks (AUROC for wrong pixels and bad
@@ -94,11 +105,11 @@ def labelled_count_command(
     counts: Annotated[str, typer.Option(help="Numbers of labelled images to train on.")] = "5,10,20,40",
     seeds: Annotated[str, typer.Option(help="Seeds (each draws its own subset and ensemble).")] = "0,1,2",
     preset: opt.Preset = "embedded",
-    model: Annotated[Optional[str], typer.Option(help="Model (default: the preset's).")] = None,
-    test_images: Annotated[int, typer.Option(help="Test images scored.")] = 200,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    model: PresetModel = None,
+    test_images: TestImages = 200,
+    quick: Quick = False,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Direct-mode mIoU against the number of labelled images (paper Table 4), mean ± std over seeds."""
@@ -121,11 +132,11 @@ def suggest_command(
     add: Annotated[int, typer.Option(help="Images each arm adds (random, uncertainty, uncertainty + diversity).")] = 10,
     seeds: Annotated[str, typer.Option(help="Seeds (each draws its own start set, random picks and ensembles).")] = "0,1,2,3,4",
     preset: opt.Preset = "embedded",
-    model: Annotated[Optional[str], typer.Option(help="Model (default: the preset's).")] = None,
-    test_images: Annotated[int, typer.Option(help="Test images scored.")] = 200,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    model: PresetModel = None,
+    test_images: TestImages = 200,
+    quick: Quick = False,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Which images to annotate next: `suggest`'s picks against random ones, direct-mode mIoU over seeds with intervals."""
@@ -159,10 +170,10 @@ def main_command(
     real_fraction: Annotated[float, typer.Option(help="Mix each DeepLab row's labelled images (its ensemble's: the "
                                                       "real ones, or the annotated samples) into every epoch at this "
                                                       "share; 0 = synthetic pairs only.")] = 0.0,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
-    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    quick: Quick = False,
+    workers: Workers = 1,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N: every stage on that device.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Paper Table 2 on the embedded domain: direct mode, colour, DatasetDDPM (both labeller protocols) and
@@ -180,22 +191,22 @@ def main_command(
 
 @command("mining", group=study_app)
 def mining_command(
-    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples.")],
-    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    ensemble: LabellingEnsemble,
+    data: ScoredData,
     out: opt.Out = Path("runs/study_mining"),
     prefer_classes: Annotated[str, typer.Option(help="Classes to mine for (names or ids).")] = "eye,beak",
     n: Annotated[int, typer.Option(help="Samples (one run, labelled once).")] = 2224,
     pairs: Annotated[int, typer.Option(help="Pairs each arm keeps.")] = 1000,
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per arm.")] = "0,1,2",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run.")] = 6,
+    deeplab_epochs: DeepLabEpochs = 6,
     arch: opt.SegmenterArch = "deeplabv3",
     real_fraction: opt.RealFraction = 0.0,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
-    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    quick: Quick = False,
+    workers: Workers = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Rare-part mining: DeepLab on the pairs richest in --prefer-classes vs on the least uncertain ones,
@@ -222,10 +233,10 @@ def segmenter_command(
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
     epochs: Annotated[int, typer.Option(help="The baseline's epochs (x2-long trains twice as many).")] = 6,
     real_fraction: Annotated[float, typer.Option(help="x2+real: the real images' share of each epoch.")] = 0.1,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    quick: Quick = False,
     workers: Annotated[int, typer.Option(help="Data-parallel CPU worker processes per DeepLab.")] = 1,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Which DeepLabV3 setting learns most from the pairs: input scale, real images mixed in, longer
@@ -248,11 +259,11 @@ def trajectory_command(
     model: opt.Model = "embedded",
     sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 20,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
-    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    quick: Quick = False,
+    workers: Workers = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Labels from the sampler's own activations (`sample --trajectory-features`) vs a feature pass: label
@@ -269,20 +280,20 @@ def trajectory_command(
 @command("real-images", group=study_app)
 def real_images_command(
     ensemble: Annotated[Path, typer.Option(help="Ensemble that labels samples and real images (diffusion features).")],
-    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    data: ScoredData,
     images: Annotated[Path, typer.Option(help="Unlabelled real images (the first ceil(pairs / 0.9) in name order are used).")],
     out: opt.Out = Path("runs/study_real_images"),
     pairs: Annotated[int, typer.Option(help="Pairs the synthetic and the real arm keep (both: twice as many).")] = 500,
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per arm.")] = "0,1,2",
     model: opt.Model = "embedded",
-    deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run.")] = 6,
+    deeplab_epochs: DeepLabEpochs = 6,
     arch: opt.SegmenterArch = "deeplabv3",
     real_fraction: opt.RealFraction = 0.0,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
-    workers: Annotated[int, typer.Option(help="CPU worker processes for sampling and labelling.")] = 1,
+    quick: Quick = False,
+    workers: Workers = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """DeepLab on labelled samples vs on your unlabelled real images labelled by the same ensemble vs both,
@@ -307,11 +318,11 @@ def features_command(
     grid_seeds: Annotated[str, typer.Option(help="Seeds of the grid's MLPs (one MLP per cell and seed).")] = "0",
     seeds: Annotated[str, typer.Option(help="Ensemble training seeds of the shared vs independent noise comparison.")] = "0,1,2",
     preset: opt.Preset = "embedded",
-    model: Annotated[Optional[str], typer.Option(help="Model (default: the preset's).")] = None,
-    test_images: Annotated[int, typer.Option(help="Test images scored.")] = 200,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    model: PresetModel = None,
+    test_images: TestImages = 200,
+    quick: Quick = False,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """Which blocks and steps carry the semantics, for small and large classes (paper Fig. 2-3), and one
@@ -329,8 +340,8 @@ def features_command(
 
 @command("synthetic-size", group=study_app)
 def synthetic_size_command(
-    ensemble: Annotated[Path, typer.Option(help="Ensemble that labels the samples.")],
-    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/train picks DeepLab's epoch, real/test scores it.")],
+    ensemble: LabellingEnsemble,
+    data: ScoredData,
     out: opt.Out = Path("runs/study_synthetic_size"),
     sizes: Annotated[str, typer.Option(help="Kept pairs per DeepLab row, increasing (one run of ceil(largest / 0.9) samples).")] = "250,500,1000,2000,4000",
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per size.")] = "0,1,2",
@@ -340,11 +351,11 @@ def synthetic_size_command(
     deeplab_epochs: Annotated[int, typer.Option(help="DeepLab epochs per run (with --budget steps: the largest set's).")] = 6,
     arch: opt.SegmenterArch = "deeplabv3",
     real_fraction: opt.RealFraction = 0.0,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (a check that every stage runs), not a measurement.")] = False,
+    quick: Quick = False,
     workers: Annotated[int, typer.Option(help="CPU worker processes for sampling, labelling and DeepLab.")] = 1,
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda or cuda:N.")] = "cpu",
+    device: StudyDevice = "cpu",
     quiet: opt.Quiet = False,
 ) -> None:
     """DeepLab mIoU against the number of synthetic pairs (paper Appendix B), over seeds, each size's gain over
