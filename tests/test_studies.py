@@ -230,15 +230,23 @@ def test_mining_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_pat
     report = json.loads((out / "study.json").read_text())
     plain, mined = (json.loads((out / f"run-{a}" / "dataset_card.json").read_text()) for a in ("least-uncertain", "mined"))
     assert mined["prefer_classes"] == ["f", "g"] and "prefer_classes" not in plain
-    assert plain["counts"]["kept"] == mined["counts"]["kept"] == 4  # the same number of pairs in both arms
+    assert plain["counts"]["kept"] == mined["counts"]["kept"] == 4  # the same number of pairs in every arm
+    default = json.loads((out / "run-default-filter" / "dataset_card.json").read_text())
+    assert default["counts"] == {"generated": 5, "kept": 4, "dropped": 1}  # the first ceil(4 / 0.9) samples
+    assert "prefer_classes" not in default and list(report["arms"]) == ["default filter", "least uncertain", "mined"]
     # Mining keeps at least as many preferred-class pixels as the plain filter, over the same samples.
     share = {a: sum(c["class_balance"][n]["kept_pixel_share"] for n in "fg") for a, c in (("plain", plain), ("mined", mined))}
     assert share["mined"] >= share["plain"]
     for arm, row in report["arms"].items():
         cms = np.load(out / f"deeplab-{arm.replace(' ', '-')}" / "seed-0" / "test_confusions.npy")
         assert abs(row["miou_mean"] - miou_of(cms)) < 1e-12
-    d = report["arms"]["mined"]["vs_least_uncertain"]["difference"]
-    assert abs(d - (report["arms"]["mined"]["miou_mean"] - report["arms"]["least uncertain"]["miou_mean"])) < 1e-12
+    arms = report["arms"]
+    for arm, versus, key in (("mined", "least uncertain", "vs_least_uncertain"), ("mined", "default filter",
+                             "vs_default_filter"), ("least uncertain", "default filter", "vs_default_filter")):
+        assert abs(arms[arm][key]["difference"] - (arms[arm]["miou_mean"] - arms[versus]["miou_mean"])) < 1e-12
+    text = (out / "study.md").read_text()
+    assert "| Δ vs default filter (95 % CI) | Δ vs least uncertain (95 % CI) |" in text
+    assert "(default filter: from the first 5)" in text and "mined minus default filter: f " in text
     one_line_error(run("study", "mining", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--out", tmp_path / "x",
                        "--model", tiny_model_dir, "--n", 10, "--pairs", 10), "--pairs", "90 % of --n 10")
 

@@ -68,6 +68,40 @@ def copy_run(source: str | Path, target: str | Path) -> Path:
     return target
 
 
+def first_samples(base: str | Path, target: str | Path, n: int) -> Path:
+    """A run of the first `n` samples of the sampled and labelled run `base` (so that finalize sees only
+    those): its shards rewritten for the smaller manifest, the same images, masks and scores. Kept once made."""
+    import shutil
+    from dataclasses import asdict, replace
+    from PIL import Image
+    from ..ensemble.model import load_ensemble
+    from ..io import read_json
+    from ..pipeline.config import SampleConfig, claim_manifest
+    from ..pipeline.shards import ShardStore, sample_name
+    base, target = Path(base), Path(target)
+    cfg = SampleConfig(**read_json(base / "manifest.json")["config"])
+    if n == cfg.n:
+        return copy_run(base, target)
+    if (target / "manifest.json").is_file():
+        return target
+    cfg = replace(cfg, n=n)
+    labels = read_json(base / "labels_manifest.json")
+    num_classes = load_ensemble(labels["config"]["ensemble"]).cfg.num_classes
+    src, dst = ShardStore(base), ShardStore(target)
+    for k in range(cfg.num_shards):  # the same shard ranges, the last one cut at n
+        wanted = set(cfg.shard_range(k))
+        rows = [r for r in src.read_sidecar(k)["samples"] if r["id"] in wanted]
+        scores = {r["id"]: r["uncertainty"] for r in src.read_sidecar(k, labels=True)["samples"]}
+        ids = [r["id"] for r in rows]
+        images = np.stack([np.asarray(Image.open(src.images_dir(k) / sample_name(i)).convert("RGB")) for i in ids])
+        masks = np.stack([np.asarray(Image.open(src.masks_dir(k) / sample_name(i))) for i in ids])
+        dst.write_samples(k, ids, [r["seed"] for r in rows], images, cfg.hash())
+        dst.write_labels(k, ids, masks, np.array([scores[i] for i in ids]), num_classes, labels["hash"])
+    shutil.copyfile(base / "labels_manifest.json", target / "labels_manifest.json")
+    claim_manifest(target / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=False)  # last: marks it done
+    return target
+
+
 def deeplab_over_seeds(run: str | Path, data: str | Path, out: str | Path, test, seeds, *, epochs: int,
                        input_scale: int, batch_size: int, num_classes: int, ignore_label: int, workers: int = 1,
                        threads: int | None = None, device: str = "cpu", progress: bool = True,

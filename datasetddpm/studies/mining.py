@@ -1,15 +1,24 @@
 """Mining study: does keeping the pairs richest in small parts (`finalize --prefer-classes`) help DeepLab
 on those parts, at the same number of pairs?
 
-One run of `n` samples is labelled by the ensemble (fused) and finalized twice over the same samples:
-the plain pipeline (drop the 10 % most uncertain, keep the `pairs` least uncertain) and mining (the
-same drop, then the `pairs` with the most pixels of the preferred classes). DeepLabV3 trains on each
-over several seeds and is scored on real test images: per-class IoU, and the mIoU and preferred-class
-IoU differences with intervals over test images and seeds. Resumable like every study.
+One run of `n` samples is labelled by the ensemble (fused) and finalized three ways, each keeping
+`pairs` pairs:
+
+- default filter: the pipeline without mining at the same number of pairs, i.e. only the first
+  ceil(pairs / 0.9) samples (what `sample --n` makes for `pairs` pairs), the 10 % most uncertain dropped;
+- least uncertain: all `n` samples, the 10 % drop, then the `pairs` least uncertain (a stricter filter);
+- mined: all `n` samples, the same drop, then the `pairs` with the most pixels of the preferred classes.
+
+Mining over-generates; against the default filter it is what a user gains by sampling more and
+mining, against the least uncertain arm what the selection rule alone does on the same samples.
+DeepLab trains on each over several seeds and is scored on real test images: per-class IoU, and the
+mIoU and preferred-class IoU differences with intervals over test images and seeds. Resumable like
+every study.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,11 +28,13 @@ from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..io import write_json
 from ..segmenters.metrics import iou_per_class
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, write_study_config
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, first_samples
+from .common import write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
 
-ARMS = ("least uncertain", "mined")
+DEFAULT, PLAIN, MINED = "default filter", "least uncertain", "mined"
+ARMS = (DEFAULT, PLAIN, MINED)
 
 
 @dataclass
@@ -71,8 +82,9 @@ def run_mining_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
                ensemble=ensemble, workers=workers, device=dev, threads=threads, progress=progress)
     confusions, cards = {}, {}
     for arm in ARMS:
-        run = copy_run(base, out / f"run-{arm.replace(' ', '-')}")
-        cards[arm] = finalize_run(run, max_pairs=cfg.pairs, prefer_classes=cfg.prefer if arm == "mined" else None)
+        folder = out / f"run-{arm.replace(' ', '-')}"
+        run = first_samples(base, folder, math.ceil(cfg.pairs / 0.9)) if arm == DEFAULT else copy_run(base, folder)
+        cards[arm] = finalize_run(run, max_pairs=cfg.pairs, prefer_classes=cfg.prefer if arm == MINED else None)
         confusions[arm] = deeplab_over_seeds(run, data, out / f"deeplab-{arm.replace(' ', '-')}", test,
                                              cfg.deeplab_seeds, epochs=cfg.deeplab_epochs, input_scale=cfg.input_scale,
                                              batch_size=cfg.deeplab_batch, num_classes=ens.num_classes,
@@ -93,31 +105,50 @@ def mining_report(cfg: MiningStudyConfig, confusions: dict, cards: dict, names, 
                      "miou_per_seed": per_seed,
                      "iou_mean": {n: float(_class_iou(cms, k).mean()) for k, n in enumerate(names)},
                      "kept_pixel_share": {n: r["kept_pixel_share"] for n, r in cards[arm].get("class_balance", {}).items()}}
-    plain, mined = confusions[ARMS[0]], confusions[ARMS[1]]
-    arms[ARMS[1]]["vs_least_uncertain"] = hierarchical_bootstrap(plain, mined, resamples=cfg.bootstrap)
-    per_class = {}
-    for k in prefer:  # the preferred classes' IoU: point difference of the seed means
-        per_class[names[k]] = float(_class_iou(mined, k).mean() - _class_iou(plain, k).mean())
+    default, plain, mined = confusions[DEFAULT], confusions[PLAIN], confusions[MINED]
+    arms[PLAIN]["vs_default_filter"] = hierarchical_bootstrap(default, plain, resamples=cfg.bootstrap)
+    arms[MINED]["vs_default_filter"] = hierarchical_bootstrap(default, mined, resamples=cfg.bootstrap)
+    arms[MINED]["vs_least_uncertain"] = hierarchical_bootstrap(plain, mined, resamples=cfg.bootstrap)
+    # the preferred classes' IoU: point differences of the seed means
+    per_class = {names[k]: float(_class_iou(mined, k).mean() - _class_iou(plain, k).mean()) for k in prefer}
+    per_class_default = {names[k]: float(_class_iou(mined, k).mean() - _class_iou(default, k).mean()) for k in prefer}
     return {"study": "mining", "prefer_classes": [names[k] for k in prefer], "samples": cfg.n, "pairs": cfg.pairs,
+            "default_filter_samples": math.ceil(cfg.pairs / 0.9),
             "deeplab_seeds": list(cfg.deeplab_seeds), "test_images": test_images, "arms": arms,
+            "preferred_iou_difference_vs_default_filter": per_class_default,
             "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale),
             "preferred_iou_difference": per_class}
+
+
+def _interval(d: dict | None) -> str:
+    if d is None:
+        return "—"
+    return (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+            + ("" if d["significant"] else " (n.s.)"))
 
 
 def mining_markdown(report: dict) -> str:
     names = list(next(iter(report["arms"].values()))["iou_mean"])
     pref = report["prefer_classes"]
-    lines = [f"{report['pairs']} pairs kept of {report['samples']} samples; preferred classes: {', '.join(pref)}; "
-             f"{segmenter_name(report)} over {_seeds(report)}, {report['test_images']} real test images.", "",
-             "| pairs kept | mIoU (mean ± std) | Δ mIoU (95 % CI) | " + " | ".join(names) + " | "
+    # results from before the default-filter arm compare with the least uncertain arm only
+    deltas = [k for k in ("vs_default_filter", "vs_least_uncertain")
+              if k != "vs_default_filter" or DEFAULT in report["arms"]]
+    lines = [f"{report['pairs']} pairs kept by each arm, from {report['samples']} samples"
+             + (f" (default filter: from the first {report['default_filter_samples']})"
+                if DEFAULT in report["arms"] else "")
+             + f"; preferred classes: {', '.join(pref)}; {segmenter_name(report)} over {_seeds(report)}, "
+             f"{report['test_images']} real test images.", "",
+             "| pairs kept | mIoU (mean ± std) | "
+             + "".join(f"Δ vs {k[3:].replace('_', ' ')} (95 % CI) | " for k in deltas) + " | ".join(names) + " | "
              + " / ".join(pref) + " share of kept label pixels |",
-             "|---|---:|---|" + "---:|" * len(names) + "---:|"]
+             "|---|---:|" + "---|" * len(deltas) + "---:|" * len(names) + "---:|"]
     for arm, r in report["arms"].items():
-        d = r.get("vs_least_uncertain")
-        delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, "
-                                       f"{100 * d['ci_high']:+.1f}]" + ("" if d["significant"] else " (n.s.)"))
         share = " / ".join(f"{100 * r['kept_pixel_share'].get(c, 0):.2f} %" for c in pref)
-        lines.append(f"| {arm} | {_mean_std(r, report)} | {delta} | "
+        lines.append(f"| {arm} | {_mean_std(r, report)} | " + "".join(f"{_interval(r.get(k))} | " for k in deltas)
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + f" | {share} |")
-    diffs = ", ".join(f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference"].items())
-    return "\n".join(lines) + f"\n\nIoU of the preferred classes, mined minus least uncertain: {diffs} points.\n" + segmenter_note(report)
+    tail = ["IoU of the preferred classes, mined minus least uncertain: "
+            + ", ".join(f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference"].items()) + " points"]
+    if "preferred_iou_difference_vs_default_filter" in report:
+        tail.append("mined minus default filter: " + ", ".join(
+            f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference_vs_default_filter"].items()) + " points")
+    return "\n".join(lines) + "\n\n" + "; ".join(tail) + ".\n" + segmenter_note(report)

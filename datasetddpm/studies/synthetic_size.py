@@ -18,17 +18,15 @@ training's. The JSON and the markdown state the rule and each size's steps. Resu
 from __future__ import annotations
 
 import math
-import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from ..io import read_json, write_json
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, write_study_config
+from ..io import write_json
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, first_samples, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
 
@@ -64,36 +62,6 @@ class SyntheticSizeConfig(SampleAndDeepLab):
         if self.budget == "epochs":
             return self.deeplab_epochs
         return max(1, round(self.deeplab_epochs * max(self.sizes) / size))
-
-
-def first_samples(base: str | Path, target: str | Path, n: int) -> Path:
-    """A run of the first `n` samples of the sampled and labelled run `base` (so that finalize sees only
-    those): its shards rewritten for the smaller manifest, the same images, masks and scores. Kept once made."""
-    from ..ensemble.model import load_ensemble
-    from ..pipeline.config import SampleConfig, claim_manifest
-    from ..pipeline.shards import ShardStore, sample_name
-    base, target = Path(base), Path(target)
-    cfg = SampleConfig(**read_json(base / "manifest.json")["config"])
-    if n == cfg.n:
-        return copy_run(base, target)
-    if (target / "manifest.json").is_file():
-        return target
-    cfg = replace(cfg, n=n)
-    labels = read_json(base / "labels_manifest.json")
-    num_classes = load_ensemble(labels["config"]["ensemble"]).cfg.num_classes
-    src, dst = ShardStore(base), ShardStore(target)
-    for k in range(cfg.num_shards):  # the same shard ranges, the last one cut at n
-        wanted = set(cfg.shard_range(k))
-        rows = [r for r in src.read_sidecar(k)["samples"] if r["id"] in wanted]
-        scores = {r["id"]: r["uncertainty"] for r in src.read_sidecar(k, labels=True)["samples"]}
-        ids = [r["id"] for r in rows]
-        images = np.stack([np.asarray(Image.open(src.images_dir(k) / sample_name(i)).convert("RGB")) for i in ids])
-        masks = np.stack([np.asarray(Image.open(src.masks_dir(k) / sample_name(i))) for i in ids])
-        dst.write_samples(k, ids, [r["seed"] for r in rows], images, cfg.hash())
-        dst.write_labels(k, ids, masks, np.array([scores[i] for i in ids]), num_classes, labels["hash"])
-    shutil.copyfile(base / "labels_manifest.json", target / "labels_manifest.json")
-    claim_manifest(target / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=False)  # last: marks it done
-    return target
 
 
 def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: str | Path, cfg: SyntheticSizeConfig,
