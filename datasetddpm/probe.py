@@ -62,8 +62,9 @@ def save_probe(result: dict, out_dir: str | Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from .environment import provenance
     out = Path(out_dir)
-    write_json(out / "probe.json", result)
+    write_json(out / "probe.json", {**result, **provenance()})
     grid = np.array(result["miou"]) * 100
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 1.0 + 0.5 * grid.shape[0]))
     im = ax.imshow(grid, cmap="viridis", aspect="auto")

@@ -16,7 +16,8 @@ def test_probe_grid_json_and_heatmap(tiny_generator, tmp_path):
     grid = np.array(result["miou"])
     assert grid.shape == (2, 3) and ((grid >= 0) & (grid <= 1)).all() and grid.max() > 0
     save_probe(result, tmp_path)
-    assert json.loads((tmp_path / "probe.json").read_text())["blocks"] == [0, 3, 5]
+    saved = json.loads((tmp_path / "probe.json").read_text())
+    assert saved["blocks"] == [0, 3, 5] and saved["date"] and "embedded_weights" in saved
     with Image.open(tmp_path / "probe.png") as im:
         assert im.size[0] > 100
 
