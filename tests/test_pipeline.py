@@ -112,6 +112,9 @@ def test_finalize_prefer_classes_mines_and_records_it(tiny_model_dir, tiny_ensem
     assert card["prefer_classes"] == ["f", "g"] and card["counts"]["kept"] == 3 == len(kept)
     survivors = sorted(pixels, key=lambda i: (uncertainty[i], i))[:7]  # the filter drops the most uncertain
     assert kept == sorted(sorted(survivors, key=lambda i: (-pixels[i], uncertainty[i], i))[:3])
+    index = (root / "index.jsonl").read_bytes()  # finalizing again the same way writes the same selection
+    assert run("finalize", "--out", root, "--max-pairs", 3, "--prefer-classes", "f,g").exit_code == 0
+    assert (root / "index.jsonl").read_bytes() == index
     before = tree_state(root)
     one_line_error(run("finalize", "--out", root, "--prefer-classes", "f,wing"), "--prefer-classes", "'wing'", "a, b")
     assert tree_state(root) == before

@@ -38,3 +38,13 @@ def test_suggest_refuses_a_k_beyond_the_folder(tiny_ensemble, tiny_dataset, tmp_
     one_line_error(run("suggest", "--images", tiny_dataset / "real" / "test", "--ensemble", tiny_ensemble, "--k", 9,
                        "--out", tmp_path / "s"), "--k: must be in [1, 4]")
     assert tree_state(tmp_path) == before
+
+
+def test_suggest_is_deterministic(tiny_ensemble, tiny_dataset, tmp_path):
+    """The same folder and ensemble give the same picks, in the same order, with the same scores."""
+    images = tiny_dataset / "real" / "test"
+    for name in ("a", "b"):
+        assert run("suggest", "--images", images, "--ensemble", tiny_ensemble, "--k", 3, "--out", tmp_path / name,
+                   "--quiet").exit_code == 0
+    a, b = (json.loads((tmp_path / n / "suggestions.json").read_text()) for n in ("a", "b"))
+    assert a == b and len(a["suggestions"]) == 3
