@@ -132,11 +132,6 @@ def samples_vs_real(d: dict) -> str:
                                f"{d['num_samples']} real images: {_pct(d['oracle_miou_on_real'])}{provenance}.")
 
 
-def samplers(d: dict) -> str:
-    from .studies.samplers import study_markdown
-    return study_markdown(d).rstrip("\n")
-
-
 def budget(d: dict) -> str:
     """What each stage costs per step and per epoch on one machine (`benchmarks/budget.py`)."""
     sides = list(d["direct"])
@@ -192,7 +187,8 @@ def _markdown_view(module: str, function: str):
 
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary": demo_summary, "demo-direct": demo_direct,
-         "samples-vs-real": samples_vs_real, "samplers": samplers, "budget": budget,
+         "samples-vs-real": samples_vs_real, "budget": budget,
+         "samplers": _markdown_view(".studies.samplers", "study_markdown"),
          "trajectory": _markdown_view(".studies.trajectory", "trajectory_markdown"),
          "segmenter": _markdown_view(".studies.segmenter", "segmenter_markdown"),
          "real-images": _markdown_view(".studies.real_images", "real_images_markdown"),
