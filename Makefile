@@ -48,6 +48,9 @@ DEVICE_PACKAGES := diffusers segmentation_models_pytorch huggingface_hub hf-xet 
 	truststore click typing_extensions importlib_metadata lazy-importer zipp regex
 DEVICE_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS)/*.whl && \
 	NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=. python3 benchmarks/gpu.py --out $$OUT
+# Retraining the embedded DDPM there (about 8 min; runs, sample reports and gpu_ddpm.json under $$OUT):
+DEVICE_DDPM_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS)/*.whl && \
+	PYTHONPATH=. python3 training/gpu_ddpm.py --out $$OUT --minutes 7
 
 device-wheels: $(VENV)/.installed
 	rm -rf $(DEVICE_WHEELS) && mkdir -p $(DEVICE_WHEELS)
@@ -58,6 +61,7 @@ device-wheels: $(VENV)/.installed
 		--platform any -d $(DEVICE_WHEELS) -r $(DEVICE_WHEELS)/requirements.txt
 	@du -sh $(DEVICE_WHEELS)
 	@echo 'on the GPU machine (carry $(DEVICE_WHEELS)): $(DEVICE_COMMAND)'
+	@echo 'to retrain the embedded DDPM there: $(DEVICE_DDPM_COMMAND)'
 
 clean:
 	rm -rf runs .pytest_cache

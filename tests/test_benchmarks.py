@@ -55,3 +55,29 @@ def test_gpu_suite_quick_mode_runs_every_stage_on_cpu(tmp_path):
     projection = result["projection"]
     assert projection["hours"] == pytest.approx(50_000 / 0.9 / (best * 4) / 3600, abs=0.01)
     assert result["end_to_end"]["ok"] is True and result["end_to_end"]["sample_seconds"] > 0
+
+
+def test_gpu_ddpm_retraining_quick_mode_trains_judges_and_records_a_resumable_command(tmp_path):
+    """training/gpu_ddpm.py on tiny settings: every recipe trains, is judged on samples, and its recorded
+    `train-ddpm` command is the run's own (rerun on the folder, it finds the run complete: same hash)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(ROOT / "training" / "gpu_ddpm.py"), "--quick", "--device", "cpu",
+                           "--minutes", "0.05", "--out", str(out), "--work", str(work)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((out / "gpu_ddpm.json").read_text())
+    assert set(result["recipes"]) == {"embedded-b128", "wide-attn8-b128"} and result["device_name"] == "cpu"
+    # what a lent machine sends back: at most 8 plain files, no folders
+    assert len(list(out.iterdir())) <= 8 and all(p.is_file() for p in out.iterdir())
+    for name, r in result["recipes"].items():
+        log = [json.loads(line) for line in (out / f"{name}.train_log.jsonl").read_text().splitlines()]
+        assert (out / f"{name}.safetensors").read_bytes() == (work / name / "ema" / "model.safetensors").read_bytes()
+        assert log[-1]["step"] == r["steps"] >= 2 and r["final_loss"] == log[-1]["loss"]
+        assert set(r["samples"]) == {"ddim-50", "ddim-20"}
+        assert 0 <= r["samples"]["ddim-50"]["samples"]["flip_consistency_miou"] <= 1
+        state = (work / name / "train_state.safetensors").read_bytes()
+        args = r["command"].replace("<out>", str(work / name)).replace("--device cuda", "--device cpu").split()[1:]
+        again = subprocess.run([sys.executable, "-m", "datasetddpm", *args, "--quiet"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (work / name / "train_state.safetensors").read_bytes() == state
