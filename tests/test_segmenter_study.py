@@ -48,3 +48,6 @@ def test_segmenter_settings_give_the_training_they_name():
     assert cfg.training("x2+real-long", "R") == {"epochs": 12, "input_scale": 2, "real": "R", "real_fraction": 0.2}
     assert cfg.training("unet+real", "R") == {"epochs": 6, "input_scale": 2, "arch": "unet", "real": "R",
                                               "real_fraction": 0.2}
+    for scale in (1, 4):
+        assert cfg.training(f"unet+real-x{scale}", "R") == {"epochs": 6, "input_scale": scale, "arch": "unet",
+                                                            "real": "R", "real_fraction": 0.2}

@@ -382,6 +382,19 @@ def test_synthetic_size_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset,
     d = report["rows"]["4"]["vs_previous"]
     assert d["size"] == 2 and abs(d["difference"] - (report["rows"]["4"]["miou_mean"] - report["rows"]["2"]["miou_mean"])) < 1e-12
     assert "| 4 | 5 | 1 | 2 |" in (out / "study.md").read_text()  # 4 pairs at DeepLab batch 2: 2 steps per epoch
+    # A larger size added to the kept study: the base grows to 7 samples, its first 5 the old ones, and the
+    # kept sizes are neither sampled nor trained again.
+    from dataclasses import replace
+    from datasetddpm.studies.synthetic_size import SyntheticSizeConfig, run_synthetic_size_study
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("deeplab-*/seed-*/test_confusions.npy")}
+    cfg = replace(SyntheticSizeConfig.quick(str(tiny_model_dir)), sizes=(2, 4, 6))
+    grown = run_synthetic_size_study(out, tiny_ensemble, tiny_dataset, cfg, threads=1, progress=False)
+    assert list(grown["rows"]) == ["2", "4", "6"] and grown["samples"] == 7
+    assert all(grown["rows"][k]["miou_per_seed"] == report["rows"][k]["miou_per_seed"] for k in ("2", "4"))
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept and len(kept) == 2
+    again = np.concatenate([ShardStore(out / "run").read_images(k)[1] for k in range(4)])
+    assert len(again) == 7 and np.array_equal(again[:5], base)
+    assert grown["rows"]["6"]["vs_previous"]["size"] == 4
     one_line_error(run(*args, "--out", tmp_path / "x", "--sizes", "4,2"), "--sizes", "increasing")
     one_line_error(run(*args, "--out", tmp_path / "x", "--budget", "time"), "--budget", "epochs, steps")
     assert tree_state(tmp_path / "x") == {}

@@ -39,6 +39,10 @@ SETTINGS = {"x2": ("baseline: input x2, synthetic pairs only", {}),
                              "budget)", {"real": True, "epochs": 2}),
             "unet+real": ("U-Net instead of DeepLabV3 (full-resolution decoder), input x2, + real labelled images "
                           "({share:.0%} of each epoch)", {"real": True, "arch": "unet"}),
+            "unet+real-x1": ("U-Net, input x1, + real labelled images ({share:.0%} of each epoch)",
+                             {"real": True, "arch": "unet", "input_scale": 1}),
+            "unet+real-x4": ("U-Net, input x4, + real labelled images ({share:.0%} of each epoch)",
+                             {"real": True, "arch": "unet", "input_scale": 4}),
             "x2+real-cosine": ("input x2, + real labelled images ({share:.0%} of each epoch), cosine learning rate",
                                {"real": True, "lr_schedule": "cosine"}),
             "unet+real-cosine": ("U-Net, input x2, + real labelled images ({share:.0%} of each epoch), cosine "

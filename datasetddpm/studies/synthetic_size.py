@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from ..io import write_json
+from ..io import read_json, write_json
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, first_samples, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
@@ -78,13 +78,19 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
     dev = str(resolve_device(device))
     test = read_labelled(resolve_split(data, "test"), ens.num_classes, ens.ignore_label)
     real = len(read_labelled(resolve_split(data, "train"), ens.num_classes, ens.ignore_label)) if cfg.real_fraction else 0
+    # Sizes may be added to a kept study: each size's run and DeepLab runs are kept under its own name.
     write_study_config(out, {"study": "synthetic-size", **asdict(cfg), "ensemble": str(ensemble),
-                                           "data": str(data)})
+                                           "data": str(data)}, grows=("deeplab_seeds", "sizes"))
     base = out / "run"
-    sample_run(base, SampleConfig(model=cfg.model, n=cfg.samples(max(cfg.sizes)), seed=cfg.seed, sampler=cfg.sampler,
+    held = read_json(base / "manifest.json")["config"]["n"] if (base / "manifest.json").is_file() else 0
+    n = max(cfg.samples(max(cfg.sizes)), held)
+    # A larger size than the kept base holds: the base is sampled again at the new count. Its first samples
+    # are the old ones (sample i depends on (seed, i)), so the kept smaller sizes stay what they were.
+    sample_run(base, SampleConfig(model=cfg.model, n=n, seed=cfg.seed, sampler=cfg.sampler,
                                   sampling_steps=cfg.sampling_steps, batch_size=cfg.batch_size,
                                   shard_size=cfg.shard_size),
-               ensemble=ensemble, workers=workers, device=dev, threads=threads, progress=progress)
+               ensemble=ensemble, workers=workers, device=dev, threads=threads, overwrite=held < n,
+               progress=progress)
     rows, confusions = {}, {}
     for size in cfg.sizes:
         run = first_samples(base, out / f"run-{size}", cfg.samples(size))
