@@ -9,6 +9,16 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["labelling_head", "segment_embedded", "ensemble_training_memory", "lsun_direct_memory", "shard_write"]
 
 
+def bare_gpu_machine_env(tmp_path: Path) -> dict:
+    """The environment of the lent GPU machine as far as imports go: albumentations (not carried there, see
+    the Makefile's device-wheels) cannot be imported."""
+    import os
+    blocker = tmp_path / "bare" / "albumentations"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("albumentations is not on the GPU machine")\n')
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker.parent), str(ROOT)])}
+
+
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
     """`benchmarks/run.py --quick` once, into a temporary folder (never the recorded results)."""
@@ -43,9 +53,10 @@ def test_training_memory_runs_the_real_steps_on_both_bank_dtypes(quick_results):
 
 def test_gpu_suite_quick_mode_runs_every_stage_on_cpu(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
-                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=900,
+                          env=bare_gpu_machine_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((tmp_path / "gpu_quick.json").read_text())
+    result = json.loads((tmp_path / "out" / "gpu_quick.json").read_text())
     assert result["quick"] is True and result["device"] == "cpu" and result["device_name"] == "cpu"
     rows = {r["variant"]: r for r in result["throughput"]}
     assert set(rows) == {"fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile"}
@@ -63,7 +74,7 @@ def test_gpu_ddpm_retraining_quick_mode_trains_judges_and_records_a_resumable_co
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run([sys.executable, str(ROOT / "training" / "gpu_ddpm.py"), "--quick", "--device", "cpu",
                            "--minutes", "0.05", "--out", str(out), "--work", str(work)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=900)
+                          text=True, cwd=ROOT, timeout=900, env=bare_gpu_machine_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((out / "gpu_ddpm.json").read_text())
     assert set(result["recipes"]) == {"embedded-b128", "wide-attn8-b128"} and result["device_name"] == "cpu"
