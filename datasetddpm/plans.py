@@ -144,8 +144,8 @@ def plan_train_ddpm(out: Path, cfg, *, device: str | torch.device = "cpu") -> Pl
     """Two timed optimisation steps of the configured UNet at the configured batch size."""
     import json
     from diffusers import DDPMScheduler, UNet2DModel
-    from .generators.train_ddpm import _load_pool
-    cfg = cfg.resolved()
+    from .generators.train_ddpm import _load_pool, with_init
+    cfg = with_init(cfg)[0].resolved()
     cfg.validate()
     if cfg.data != "embedded":
         _load_pool(cfg)  # the image folder is checked as the command checks it

@@ -2,6 +2,7 @@
 
 import json
 
+from datasetddpm.generators.loading import load_generator
 from conftest import finished_run, one_line_error, run, tree_state
 
 
@@ -42,6 +43,10 @@ def test_trainer_dry_runs_write_nothing(tiny_model_dir, tiny_ensemble, tiny_data
     r = run("train-ddpm", "--out", tmp_path / "ddpm", "--steps", 100, "--batch-size", 4, "--channels", "16,32",
             "--dry-run")
     assert r.exit_code == 0 and "100 (0 done, 100 to go) at batch 4" in r.output, r.output
+    r = run("train-ddpm", "--out", tmp_path / "tuned", "--steps", 10, "--batch-size", 2, "--init-from", tiny_model_dir,
+            "--dry-run")  # fine-tuning plans the starting model's UNet, not the default one
+    params = sum(p.numel() for p in load_generator(tiny_model_dir).unet.parameters())
+    assert r.exit_code == 0 and f"{params / 1e6:.2f}M parameters, 32 px" in r.output, r.output
     r = run("train-deeplab", "--run", root, "--val", tiny_dataset, "--out", tmp_path / "dl", "--epochs", 3,
             "--batch-size", 2, "--dry-run")
     assert r.exit_code == 0, r.output

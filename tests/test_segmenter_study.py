@@ -51,3 +51,11 @@ def test_segmenter_settings_give_the_training_they_name():
     for scale in (1, 4):
         assert cfg.training(f"unet+real-x{scale}", "R") == {"epochs": 6, "input_scale": scale, "arch": "unet",
                                                             "real": "R", "real_fraction": 0.2}
+
+
+def test_settings_help_lists_every_setting():
+    from datasetddpm.studies.segmenter import SETTINGS
+    r = run("study", "segmenter", "--help")
+    text = " ".join(r.output.replace("│", " ").split())
+    missing = [name for name in SETTINGS if name not in text]
+    assert not missing, f"study segmenter --help does not name {missing}"

@@ -27,6 +27,10 @@ def train_ddpm_command(
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the saved weights.")] = 0.999,
     channels: Annotated[Optional[str], typer.Option(help="UNet widths per level, e.g. '32,64,64' (default: the embedded UNet).")] = None,
     attention_res: Annotated[Optional[str], typer.Option(help="Feature-map sides with self-attention, e.g. '8'.")] = None,
+    init_from: Annotated[Optional[str], typer.Option(
+        help="Fine-tune: start the model and its EMA from this diffusion model (a --model value: a folder, "
+             "'embedded' or adm:...), with a fresh optimiser and learning-rate schedule; its UNet shape and "
+             "noise schedule are kept.")] = None,
     pool_size: opt.PoolSize = 10000,
     checkpoint_every: opt.CheckpointEvery = 250,
     seed: opt.Seed = 0,
@@ -45,7 +49,8 @@ def train_ddpm_command(
                           lr_schedule=lr_schedule, schedule_steps=schedule_steps, min_lr_ratio=min_lr_ratio,
                           ema_decay=ema_decay, unet=unet,
                           attention_resolutions=opt.parse_ints("--attention-res", attention_res) or (),
-                          pool_size=pool_size, checkpoint_every=checkpoint_every, seed=seed)
+                          pool_size=pool_size, checkpoint_every=checkpoint_every, seed=seed,
+                          init_from=init_from or "")
     if dry_run:
         from ..plans import plan_train_ddpm
         typer.echo(plan_train_ddpm(Path(out), cfg, device=resolve_device(device)).text())

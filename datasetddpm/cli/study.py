@@ -228,8 +228,9 @@ def segmenter_command(
                                             "by the +real setting), real/test scores it.")],
     out: opt.Out = Path("runs/study_segmenter"),
     settings: Annotated[str, typer.Option(help="Settings to compare (x2, x1, x4, x2+real, x2-long, x2+real-long, "
-                                               "unet+real); "
-                                               "the first is the baseline.")] = "x2,x1,x4,x2+real,x2-long",
+                                               "unet+real, unet+real-x1, unet+real-x4, x2+real-cosine, "
+                                               "unet+real-cosine); the first is the baseline.")]
+    = "x2,x1,x4,x2+real,x2-long",
     deeplab_seeds: Annotated[str, typer.Option(help="DeepLab training seeds per setting.")] = "0,1,2",
     epochs: Annotated[int, typer.Option(help="The baseline's epochs (x2-long trains twice as many).")] = 6,
     real_fraction: Annotated[float, typer.Option(help="x2+real: the real images' share of each epoch.")] = 0.1,

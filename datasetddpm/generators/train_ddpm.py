@@ -9,6 +9,7 @@ the learning-rate schedule a `torch.optim.lr_scheduler.LambdaLR`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -49,10 +50,12 @@ class DDPMTrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 250
+    init_from: str = ""  # a diffusion model (--model syntax) whose weights start the model and the EMA
+    init_digest: str = ""  # sha256 of those weights (set by `with_init`): a resume checks it, not the path
 
     def resolved(self) -> "DDPMTrainConfig":
         from ..presets import EMBEDDED_SCHEDULER, EMBEDDED_UNET
-        unet = dict(EMBEDDED_UNET, **self.unet, sample_size=self.resolution)
+        unet = dict(EMBEDDED_UNET, **{**self.unet, "sample_size": self.resolution})
         levels = len(unet["block_out_channels"])
         for key, block in (("down_block_types", "DownBlock2D"), ("up_block_types", "UpBlock2D")):
             if key not in self.unet and len(unet[key]) != levels:  # --channels with another number of levels
@@ -97,13 +100,44 @@ class DDPMTrainConfig:
         d.pop("checkpoint_every")
         if not d["attention_resolutions"]:
             d.pop("attention_resolutions")  # runs made before the option existed keep their hash
-        for name, default in (("lr_schedule", "constant"), ("schedule_steps", 0), ("min_lr_ratio", 0.1)):
+        d.pop("init_from")  # the weights' digest names the start; the folder may move between resumes
+        for name, default in (("lr_schedule", "constant"), ("schedule_steps", 0), ("min_lr_ratio", 0.1),
+                              ("init_digest", "")):
             if d[name] == default:
                 d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def with_init(cfg: DDPMTrainConfig) -> tuple[DDPMTrainConfig, dict[str, torch.Tensor] | None]:
+    """The config with the UNet and noise schedule of `cfg.init_from` (and its weights' digest), and those
+    weights; `(cfg, None)` without --init-from. Fine-tuning keeps the starting model's shape and schedule, so
+    options that would change them are refused rather than silently ignored."""
+    if not cfg.init_from:
+        return cfg, None
+    from .diffusion import DiffusionGenerator, unet_config_dict
+    from .loading import load_generator
+    if cfg.unet.get("block_out_channels") or cfg.attention_resolutions:
+        option = "--channels" if cfg.unet.get("block_out_channels") else "--attention-res"
+        raise OptionError(option, f"the UNet's shape comes from --init-from {cfg.init_from}; drop {option}")
+    gen = load_generator(cfg.init_from)
+    if not isinstance(gen, DiffusionGenerator):
+        raise OptionError("--init-from", f"{cfg.init_from} is not a diffusion model")
+    unet = unet_config_dict(gen.unet)
+    if unet.get("sample_size") != cfg.resolution:
+        raise OptionError("--resolution", f"--init-from {cfg.init_from} is a {unet.get('sample_size')} px model, "
+                                          f"got --resolution {cfg.resolution}")
+    state = {k: v.detach().clone() for k, v in gen.unet.state_dict().items()}
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].float().contiguous().numpy().tobytes())
+    known = inspect.signature(DDPMScheduler.__init__).parameters  # a folder may carry another scheduler's keys
+    scheduler = {k: v for k, v in dict(gen.scheduler_config).items() if k in known}
+    return DDPMTrainConfig(**{**asdict(cfg), "unet": unet, "scheduler": scheduler,
+                              "init_digest": h.hexdigest()[:16]}), state
 
 
 def _attention_blocks(levels: int, resolution: int, attention: tuple[int, ...]) -> dict:
@@ -178,19 +212,23 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
     The batch, noise and timesteps of step s are drawn on the CPU from generators seeded by (seed, s), so a
     resumed run continues exactly as an uninterrupted one would, and a GPU run sees the same data."""
     out = Path(out_dir)
+    cfg, init = with_init(cfg)
     cfg = cfg.resolved()
     cfg.validate()
     device = torch.device(device)
     pool = _load_pool(cfg)  # a bad image folder is refused before anything is written
     with training_dir(out, cfg.hash(), overwrite=overwrite, subdirs=("ema",)):
-        return _train(out, cfg, pool, overwrite=overwrite, progress=progress, device=device, log=log)
+        return _train(out, cfg, pool, init, overwrite=overwrite, progress=progress, device=device, log=log)
 
 
-def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, *, overwrite: bool, progress: bool,
-           device: torch.device, log) -> Path:
+def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, torch.Tensor] | None, *,
+           overwrite: bool, progress: bool, device: torch.device, log) -> Path:
     state_file = out / "train_state.safetensors"
     torch.manual_seed(cfg.seed)
-    unet = UNet2DModel(**cfg.unet).to(device)
+    unet = UNet2DModel(**cfg.unet)
+    if init is not None:  # fine-tuning: the model and its EMA start from these weights, the optimiser afresh
+        unet.load_state_dict(init)
+    unet = unet.to(device)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     scheduler = DDPMScheduler(**cfg.scheduler)
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
