@@ -221,14 +221,19 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
         return _train(out, cfg, pool, init, overwrite=overwrite, progress=progress, device=device, log=log)
 
 
+def _start_unet(cfg: DDPMTrainConfig, init: dict[str, torch.Tensor] | None, device: torch.device) -> UNet2DModel:
+    """The UNet at step 0: seeded random weights, or (fine-tuning) the given ones, which the EMA then starts from."""
+    torch.manual_seed(cfg.seed)
+    unet = UNet2DModel(**cfg.unet)
+    if init is not None:
+        unet.load_state_dict(init)
+    return unet.to(device)
+
+
 def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, torch.Tensor] | None, *,
            overwrite: bool, progress: bool, device: torch.device, log) -> Path:
     state_file = out / "train_state.safetensors"
-    torch.manual_seed(cfg.seed)
-    unet = UNet2DModel(**cfg.unet)
-    if init is not None:  # fine-tuning: the model and its EMA start from these weights, the optimiser afresh
-        unet.load_state_dict(init)
-    unet = unet.to(device)
+    unet = _start_unet(cfg, init, device)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     scheduler = DDPMScheduler(**cfg.scheduler)
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
