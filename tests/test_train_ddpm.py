@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -91,6 +94,13 @@ def test_init_from_refuses_shape_options_and_other_resolution(tmp_path):
         train_ddpm(tmp_path / "t", _init_cfg(init, unet={"block_out_channels": [8, 16, 16]}), progress=False)
     with pytest.raises(DatasetDDPMError, match="--resolution: --init-from .* is a 32 px model, got --resolution 64"):
         train_ddpm(tmp_path / "t", _init_cfg(init, resolution=64), progress=False)
+    config = json.loads((init / "config.json").read_text())
+    config["scheduler"]["prediction_type"] = "v_prediction"
+    vpred = tmp_path / "vpred"
+    shutil.copytree(init, vpred)
+    (vpred / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DatasetDDPMError, match="--init-from: .* predicts 'v_prediction'; train-ddpm fine-tunes"):
+        train_ddpm(tmp_path / "t", _init_cfg(vpred), progress=False)
     with pytest.raises(DatasetDDPMError, match="model directory not found"):
         train_ddpm(tmp_path / "t", _init_cfg(tmp_path / "missing"), progress=False)
     assert not (tmp_path / "t").exists()  # refused before anything is written

@@ -129,6 +129,16 @@ def with_init(cfg: DDPMTrainConfig) -> tuple[DDPMTrainConfig, dict[str, torch.Te
     if unet.get("sample_size") != cfg.resolution:
         raise OptionError("--resolution", f"--init-from {cfg.init_from} is a {unet.get('sample_size')} px model, "
                                           f"got --resolution {cfg.resolution}")
+    # The training loss here is epsilon MSE on the image channels: a model trained otherwise would be pulled
+    # toward a different target, silently, so it is refused.
+    if unet.get("out_channels") != unet.get("in_channels"):
+        raise OptionError("--init-from", f"{cfg.init_from} outputs {unet.get('out_channels')} channels for "
+                                         f"{unet.get('in_channels')} in (a learned variance?); train-ddpm fine-tunes "
+                                         f"epsilon-only models")
+    prediction = dict(gen.scheduler_config).get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise OptionError("--init-from", f"{cfg.init_from} predicts {prediction!r}; train-ddpm fine-tunes "
+                                         f"epsilon-prediction models")
     state = {k: v.detach().clone() for k, v in gen.unet.state_dict().items()}
     h = hashlib.sha256()
     for k in sorted(state):
