@@ -139,7 +139,7 @@ def with_init(cfg: DDPMTrainConfig) -> tuple[DDPMTrainConfig, dict[str, torch.Te
     if prediction != "epsilon":
         raise OptionError("--init-from", f"{cfg.init_from} predicts {prediction!r}; train-ddpm fine-tunes "
                                          f"epsilon-prediction models")
-    state = {k: v.detach().clone() for k, v in gen.unet.state_dict().items()}
+    state = gen.unet.state_dict()  # detached already; the generator itself is dropped here
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())
