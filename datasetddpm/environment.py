@@ -44,8 +44,10 @@ def provenance(command: str | None = None) -> dict:
 
 def embedded_weights() -> dict[str, str]:
     """Short sha256 digests of the shipped weights: `embedded` names different models as they are retrained,
-    so a result records which ones it used."""
+    so a result records which ones it used. The DDPM's digest also covers its sampling schedule (the
+    scheduler section of its config, e.g. the timestep spacing), which changes its samples as its weights do."""
     import hashlib
+    import json
     from .paths import EMBEDDED_MODEL_DIR, EMBEDDED_ORACLE_DIR, EMBEDDED_STYLEGAN2_DIR
     digests = {}
     for name, folder in (("ddpm", EMBEDDED_MODEL_DIR), ("oracle", EMBEDDED_ORACLE_DIR),
@@ -55,5 +57,8 @@ def embedded_weights() -> dict[str, str]:
             h = hashlib.sha256()
             for f in files:
                 h.update(f.read_bytes())
+            if name == "ddpm":
+                scheduler = json.loads((folder / "config.json").read_text())["scheduler"]
+                h.update(json.dumps(scheduler, sort_keys=True).encode())
             digests[name] = h.hexdigest()[:12]
     return digests

@@ -12,6 +12,7 @@ and `datasetddpm report --readme README.md` re-renders each from its JSON with t
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -168,8 +169,20 @@ def _digest_of(d: dict) -> str:
     return f" {_ddpm_digest(d)}" if _ddpm_digest(d) and d.get("model") == "embedded" else ""
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_ddpm_digest() -> str:
+    from .environment import embedded_weights
+    return embedded_weights().get("ddpm", "")
+
+
 def _weights(d: dict) -> str:
-    return f"; shipped DDPM {_ddpm_digest(d)}" if _ddpm_digest(d) else ""
+    """The DDPM a result used; one that is no longer the shipped model says so (a table rendered again
+    after the embedded DDPM changes then names it as the previous one)."""
+    digest = _ddpm_digest(d)
+    if not digest:
+        return ""
+    current = _shipped_ddpm_digest()
+    return f"; shipped DDPM {digest}" if digest == current else f"; previous shipped DDPM {digest}"
 
 
 def _with_provenance(table: str, d: dict) -> str:

@@ -72,6 +72,23 @@ def test_init_from_starts_model_and_ema_at_the_given_weights(tmp_path):
     assert max((fresh[k] - start[k]).abs().max().item() for k in start) > 0.01
 
 
+def test_saved_model_samples_with_trailing_spacing_unless_its_start_names_one(tmp_path):
+    """A new model is written with trailing spacing (DDIM starts at t = 999); a fine-tuned one keeps its
+    start's spacing, whichever it is."""
+    train_ddpm(tmp_path / "new", _cfg(2), progress=False, log=lambda *_: None)
+    new = load_generator(tmp_path / "new" / "ema")
+    assert new.scheduler_config["timestep_spacing"] == "trailing"
+    assert new.visited_steps("ddim", 4)[-1] == 999 and new.visited_steps("ddim", 4)[0] == 249
+    leading = tmp_path / "leading"
+    shutil.copytree(tmp_path / "new" / "ema", leading)
+    config = json.loads((leading / "config.json").read_text())
+    config["scheduler"]["timestep_spacing"] = "leading"
+    (leading / "config.json").write_text(json.dumps(config))
+    train_ddpm(tmp_path / "tuned", _init_cfg(leading), progress=False, log=lambda *_: None)
+    tuned = load_generator(tmp_path / "tuned" / "ema")
+    assert tuned.scheduler_config["timestep_spacing"] == "leading" and tuned.visited_steps("ddim", 4) == [0, 250, 500, 750]
+
+
 def test_init_from_resumes_and_refuses_changed_start(tmp_path):
     for name, seed in (("a", 0), ("b", 1)):
         cfg = _cfg(2)
