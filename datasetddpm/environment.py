@@ -48,6 +48,7 @@ def embedded_weights() -> dict[str, str]:
     scheduler section of its config, e.g. the timestep spacing), which changes its samples as its weights do."""
     import hashlib
     import json
+    from .io import read_json
     from .paths import EMBEDDED_MODEL_DIR, EMBEDDED_ORACLE_DIR, EMBEDDED_STYLEGAN2_DIR
     digests = {}
     for name, folder in (("ddpm", EMBEDDED_MODEL_DIR), ("oracle", EMBEDDED_ORACLE_DIR),
@@ -58,7 +59,7 @@ def embedded_weights() -> dict[str, str]:
             for f in files:
                 h.update(f.read_bytes())
             if name == "ddpm":
-                scheduler = json.loads((folder / "config.json").read_text())["scheduler"]
+                scheduler = read_json(folder / "config.json")["scheduler"]
                 h.update(json.dumps(scheduler, sort_keys=True).encode())
             digests[name] = h.hexdigest()[:12]
     return digests

@@ -231,7 +231,7 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
         return _train(out, cfg, pool, init, overwrite=overwrite, progress=progress, device=device, log=log)
 
 
-def sampling_config(cfg: DDPMTrainConfig, scheduler_config) -> dict:
+def _sampling_config(cfg: DDPMTrainConfig, scheduler_config) -> dict:
     """The scheduler config a trained model is saved with. Training never reads the timestep spacing;
     sampling does: unless the run's scheduler names one (a fine-tuned model keeps its own), DDIM and
     DPM-Solver++ start at t = T - 1 ("trailing"), which measured better than diffusers' "leading"
@@ -304,7 +304,7 @@ def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, to
                 plot_training_log(log_file, out / "training_curves.png",
                                   f"train-ddpm: {Path(cfg.data).name}, batch {cfg.batch_size}")
                 ema.copy_to(ema_unet.parameters())
-                save_checkpoint(out / "ema", ema_unet, sampling_config(cfg, scheduler.config),
+                save_checkpoint(out / "ema", ema_unet, _sampling_config(cfg, scheduler.config),
                                 {"training": {"step": step, "config_hash": cfg.hash(), "seed": cfg.seed}})
                 save_tensors(state_file, _state(unet, ema, opt, step))
     return out / "ema"
