@@ -11,6 +11,21 @@ PACKAGES = ("datasetddpm", "torch", "torchvision", "diffusers", "segmentation-mo
             "numpy", "safetensors")
 
 
+def cpu_name() -> str:
+    """The CPU model and the SIMD level torch dispatches to (e.g. "AMD EPYC, AVX2"): float sums round by
+    the vector width, so a seeded run repeats bit for bit only on the same kind of CPU."""
+    import torch
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 def describe() -> dict:
     import torch
     versions = {}
@@ -21,7 +36,7 @@ def describe() -> dict:
             versions[name] = "not installed"
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {"python": platform.python_version(), "platform": platform.platform(), **versions,
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: OpenMP default, active)"),
             "cuda": torch.version.cuda or "none", "gpus": gpus or "none visible",
             "nccl": torch.distributed.is_nccl_available() if torch.distributed.is_available() else False,
@@ -38,8 +53,8 @@ def provenance(command: str | None = None) -> dict:
         command = "datasetddpm " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "datasetddpm" else ""
     gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "no GPU"
     return {"command": command, "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {gpus}", "torch": torch.__version__,
-            "embedded_weights": embedded_weights()}
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {gpus}", "cpu": cpu_name(),
+            "torch": torch.__version__, "embedded_weights": embedded_weights()}
 
 
 def embedded_weights() -> dict[str, str]:

@@ -126,7 +126,7 @@ def samples_vs_real(d: dict) -> str:
         bounds = f" [{100 * ci[c][0]:.0f}, {100 * ci[c][1]:.0f}]" if c in ci else ""
         return f"{c} {100 * samples[c] / real[c]:.0f} %{bounds}"
     shares = ", ".join(share(c) for c in real if real[c] > 0)
-    provenance = f" (`{d['command']}`, {d['date']}, {d['machine']}{_weights(d)})" if d.get("command") else ""
+    provenance = f" (`{d['command']}`, {d['date']}, {_machine(d)}{_weights(d)})" if d.get("command") else ""
     return "\n".join(lines) + (f"\n\nEach class's pixels in the samples as a share of its pixels in the real images "
                                f"(both as the oracle segments them{'; 95 % bootstrap interval over images' if ci else ''}"
                                f"): {shares}. The oracle's mIoU on these "
@@ -175,6 +175,11 @@ def _shipped_ddpm_digest() -> str:
     return embedded_weights().get("ddpm", "")
 
 
+def _machine(d: dict) -> str:
+    """The machine, with its CPU where the result records it (seeded runs repeat on the same kind of CPU)."""
+    return d["machine"] + (f", {d['cpu']}" if d.get("cpu") else "")
+
+
 def _weights(d: dict) -> str:
     """The DDPM a result used; one that is no longer the shipped model says so (a table rendered again
     after the embedded DDPM changes then names it as the previous one)."""
@@ -186,7 +191,7 @@ def _weights(d: dict) -> str:
 
 
 def _with_provenance(table: str, d: dict) -> str:
-    return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {d['machine']}{_weights(d)})."
+    return table.rstrip("\n") + (f"\n\n`{d['command']}` ({d['date']}, {_machine(d)}{_weights(d)})."
                                   if d.get("command") else "")
 
 

@@ -203,7 +203,8 @@ def evaluate_folder(ensemble_dir: str | Path, data: str | Path, out: str | Path 
     ev = evaluate_ensemble(load_ensemble(ensemble_dir), data, model=model, limit=limit, device=device,
                            progress=progress)
     if out is not None:
-        write_json(out, {"ensemble": str(ensemble_dir), "data": str(data), **ev.to_dict()})
+        from .environment import provenance
+        write_json(out, {"ensemble": str(ensemble_dir), "data": str(data), **ev.to_dict(), **provenance()})
     return ev
 
 

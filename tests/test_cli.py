@@ -61,6 +61,7 @@ def test_train_segment_evaluate_round_trip(dataset, tiny_model_dir, tmp_path):
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert set(ev["iou"]) == {"background", "body", "head", "leg", "tail", "eye", "beak"}
     assert ev["miou"] == pytest.approx(np.mean(list(ev["iou"].values())))
+    assert ev["cpu"] and ev["machine"] and ev["embedded_weights"]["ddpm"]  # where the number came from
     assert "mIoU" in result.output
 
 
@@ -165,3 +166,4 @@ def test_env_reports_versions_devices_and_the_wait_policy(monkeypatch):
     import torch
     assert fields["torch"].startswith(torch.__version__.split("+")[0]) and fields["omp_wait_policy"] == "PASSIVE"
     assert int(fields["torch_threads"]) == torch.get_num_threads() and fields["default_device"] in ("cpu", "cuda:0")
+    assert fields["cpu"].endswith(", " + torch.backends.cpu.get_cpu_capability())  # rounding depends on it
