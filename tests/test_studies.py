@@ -382,6 +382,9 @@ def test_synthetic_size_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset,
     d = report["rows"]["4"]["vs_previous"]
     assert d["size"] == 2 and abs(d["difference"] - (report["rows"]["4"]["miou_mean"] - report["rows"]["2"]["miou_mean"])) < 1e-12
     assert "| 4 | 5 | 1 | 2 |" in (out / "study.md").read_text()  # 4 pairs at DeepLab batch 2: 2 steps per epoch
+    from PIL import Image
+    with Image.open(out / "synthetic_size.png") as im:  # the curve, mIoU against pairs
+        assert im.format == "PNG" and im.size[0] >= 400 and len(np.unique(np.asarray(im.convert("L")))) > 2
     # A larger size added to the kept study: the base grows to 7 samples, its first 5 the old ones, and the
     # kept sizes are neither sampled nor trained again.
     from dataclasses import replace

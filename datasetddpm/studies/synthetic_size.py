@@ -12,7 +12,8 @@ the previous size has an interval over test images and seeds.
 DeepLab's budget: "epochs" (default) trains every size for the same epochs, so a larger set also gets
 proportionally more optimisation steps (what a user of the pipeline gets); "steps" gives every size
 the steps of the largest (epochs scaled by max size / size), so a gain is the data's, not the
-training's. The JSON and the markdown state the rule and each size's steps. Resumable like every study.
+training's. The JSON and the markdown state the rule and each size's steps; synthetic_size.png plots the
+curve. Resumable like every study.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
     write_json(out / "study.json", report)
     (out / "study.md").write_text(synthetic_size_markdown(report))
+    save_curve(report, out / "synthetic_size.png")
     return report
 
 
@@ -158,3 +160,36 @@ def synthetic_size_markdown(report: dict) -> str:
     else:
         tail = f"Saturates at {at} pairs: the first size whose gain over the previous one is not significant."
     return "\n".join(lines) + f"\n\n{tail}\n" + segmenter_note(report)
+
+
+def save_curve(report: dict, path: Path) -> None:
+    """mIoU (%) against kept pairs on a log axis: each seed's score as a dot, the mean with its std as
+    error bars; a hollow marker where a step up is not a significant gain over the previous size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..io import atomic_path
+    rows = list(report["rows"].values())
+    pairs = [r["pairs"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for r in rows:
+        ax.scatter([r["pairs"]] * len(r["miou_per_seed"]), [100 * v for v in r["miou_per_seed"]], s=10,
+                   color="grey", alpha=0.6, zorder=2)
+    ax.errorbar(pairs, [100 * r["miou_mean"] for r in rows], yerr=[100 * r["miou_std"] for r in rows],
+                color="C0", capsize=3, zorder=3, label=f"mean ± std over {len(report['deeplab_seeds'])} seed(s)")
+    flat = [r for r in rows if "vs_previous" in r and not r["vs_previous"]["significant"]]
+    if flat:
+        ax.scatter([r["pairs"] for r in flat], [100 * r["miou_mean"] for r in flat], s=60, facecolors="none",
+                   edgecolors="C3", zorder=4, label="gain over previous size not significant")
+    ax.set_xscale("log")
+    ax.set_xticks(pairs, [str(p) for p in pairs])
+    ax.minorticks_off()
+    ax.set_xlabel("kept synthetic pairs")
+    ax.set_ylabel("mIoU on real test images (%)")
+    ax.set_title(f"{segmenter_name(report)}, {report['segmenter']['epochs']} epochs each", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
