@@ -186,7 +186,9 @@ def save_curve(report: dict, path: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("kept synthetic pairs")
     ax.set_ylabel("mIoU on real test images (%)")
-    ax.set_title(f"{segmenter_name(report)}, {report['segmenter']['epochs']} epochs each", fontsize=9)
+    budget = (f"{report['segmenter']['epochs']} epochs each" if report["budget"]["rule"] == "epochs"
+              else "the largest set's optimisation steps each")
+    ax.set_title(f"{segmenter_name(report)}, {budget}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
