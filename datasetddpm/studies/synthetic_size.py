@@ -165,13 +165,11 @@ def synthetic_size_markdown(report: dict) -> str:
 def save_curve(report: dict, path: Path) -> None:
     """mIoU (%) against kept pairs on a log axis: each seed's score as a dot, the mean with its std as
     error bars; a hollow marker where a step up is not a significant gain over the previous size."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from ..io import atomic_path
+    from ..figures import new_figure, save_figure
     rows = list(report["rows"].values())
     pairs = [r["pairs"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.add_subplot()
     for r in rows:
         ax.scatter([r["pairs"]] * len(r["miou_per_seed"]), [100 * v for v in r["miou_per_seed"]], s=10,
                    color="grey", alpha=0.6, zorder=2)
@@ -191,7 +189,4 @@ def save_curve(report: dict, path: Path) -> None:
     ax.set_title(f"{segmenter_name(report)}, {budget}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
