@@ -6,13 +6,15 @@ A markdown file holds blocks
     ...the table...
     <!-- /result -->
 
-and `datasetddpm report --readme README.md` re-renders each from its JSON with the named view;
-`tests/test_results.py` fails when the README's blocks differ from what their files render.
+and `datasetddpm report --readme README.md` re-renders each from its JSON with the named view, and
+redraws the study.png beside a study's JSON (`PLOTS`); `tests/test_results.py` fails when the README's
+blocks, or those pictures, differ from what their files render.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import re
 from pathlib import Path
 
@@ -220,6 +222,39 @@ VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary
          "compare": _markdown_view(".compare", "compare_markdown")}
 
 
+# Views whose result has a picture: the study module's figure function, drawn to study.png beside the JSON.
+PLOTS = {"samplers": (".studies.samplers", "samplers_figure"),
+         "trajectory": (".studies.trajectory", "trajectory_figure"),
+         "segmenter": (".studies.segmenter", "segmenter_figure"),
+         "real-images": (".studies.real_images", "real_images_figure"),
+         "suggest": (".studies.suggest", "suggest_figure"),
+         "main": (".studies.main", "main_figure"),
+         "labelled-count": (".studies.labelled_count", "labelled_count_figure"),
+         "filter": (".studies.filter", "filter_figure"),
+         "mining": (".studies.mining", "mining_figure"),
+         "features": (".studies.features", "features_figure"),
+         "synthetic-size": (".studies.synthetic_size", "synthetic_size_figure")}
+
+
+def plot_path(path: str | Path) -> Path:
+    """Where a study result's picture lives: study.png beside study.json."""
+    return Path(path).with_suffix(".png")
+
+
+def draw(path: str | Path, view: str) -> bytes:
+    """The PNG bytes of a result's picture (`PLOTS[view]`), drawn from its JSON."""
+    from importlib import import_module
+    from .figures import figure_png
+    if view not in PLOTS:
+        raise OptionError("--view", f"view {view!r} has no picture; these do: {', '.join(PLOTS)}")
+    module, function = PLOTS[view]
+    data = read_json(path)
+    try:
+        return figure_png(getattr(import_module(module, __package__), function)(data))
+    except (KeyError, TypeError, StopIteration, ValueError) as e:
+        raise InputError(path, f"is not a result the {view!r} picture can draw (missing {e})") from None
+
+
 def render(path: str | Path, view: str) -> str:
     if view not in VIEWS:
         raise OptionError("--view", f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
@@ -237,15 +272,29 @@ def render_blocks(text: str, root: Path) -> str:
     return BLOCK.sub(replace, text)
 
 
+def plots_of(text: str, root: Path) -> dict[Path, tuple[Path, str]]:
+    """The pictures of a document's result blocks: png path -> (its JSON, the view that draws it)."""
+    return {plot_path(root / m.group(2)): (root / m.group(2), m.group(3)) for m in BLOCK.finditer(text)
+            if m.group(3) in PLOTS}
+
+
 def update_blocks(document: str | Path) -> bool:
-    """Re-render every result block of a markdown file in place; True when it changed."""
+    """Re-render every result block of a markdown file in place, and redraw the pictures of its study
+    results whose pixels differ; True when anything changed."""
+    from .figures import read_rgb
     document = Path(document)
     text = document.read_text()
     rendered = render_blocks(text, document.parent)
+    pictures = {png: draw(source, view) for png, (source, view) in plots_of(text, document.parent).items()}
+    changed = [png for png, data in pictures.items()
+               if not png.is_file() or not np.array_equal(read_rgb(png), read_rgb(io.BytesIO(data)))]
+    for png in changed:
+        with atomic_path(png) as tmp:
+            tmp.write_bytes(pictures[png])
     if rendered != text:
         with atomic_path(document) as tmp:
             tmp.write_text(rendered)
-    return rendered != text
+    return rendered != text or bool(changed)
 
 
 def result_files(text: str) -> list[str]:

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -22,6 +23,20 @@ def one_line_error(result, *needles):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def assert_study_outputs(out, view: str) -> None:
+    """A study folder holds study.json, study.md (the table its JSON renders) and study.png (the picture its
+    JSON draws, pixel for pixel)."""
+    import io
+    import numpy as np
+    from PIL import Image
+    from datasetddpm.results import draw, render
+    out = Path(out)
+    assert (out / "study.md").read_text().rstrip("\n") in render(out / "study.json", view)
+    with Image.open(out / "study.png") as saved, Image.open(io.BytesIO(draw(out / "study.json", view))) as drawn:
+        assert saved.size == drawn.size and saved.size[0] >= 400
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(drawn.convert("RGB")))
 
 
 def finished_run(root, model, ensemble, n: int, batch: int):

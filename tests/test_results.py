@@ -59,3 +59,63 @@ def test_direct_view_means_and_stds_are_computed_from_the_runs(tmp_path):
 def test_a_json_of_another_kind_is_one_line(tmp_path, view):
     (tmp_path / "x.json").write_text("{}")
     one_line_error(run("report", tmp_path / "x.json", "--view", view), "x.json: is not a result")
+
+
+def _pixels(png):
+    """A PNG's RGB pixels, from its bytes or its file."""
+    import io
+    import numpy as np
+    from PIL import Image
+    with Image.open(io.BytesIO(png) if isinstance(png, bytes) else png) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_readme_study_pictures_are_what_their_json_draws():
+    import numpy as np
+    from datasetddpm.results import PLOTS, draw, plots_of
+    pictures = plots_of((ROOT / "README.md").read_text(), ROOT)
+    views = {view for _, view in pictures.values()}
+    assert {"main", "labelled-count", "filter", "samplers", "synthetic-size", "features"} <= views <= set(PLOTS)
+    for png, (source, view) in pictures.items():
+        assert png.is_file(), f"{png.relative_to(ROOT)} is missing: datasetddpm report --readme README.md"
+        assert np.array_equal(_pixels(png), _pixels(draw(source, view))), \
+            f"{png.relative_to(ROOT)} is stale: datasetddpm report --readme README.md"
+
+
+def test_a_changed_number_changes_the_picture(tmp_path):
+    import numpy as np
+    from datasetddpm.results import draw
+    study = json.loads((ROOT / "docs/studies/main/study.json").read_text())
+    (tmp_path / "a.json").write_text(json.dumps(study))
+    study["rows"]["DatasetDDPM"]["miou_per_seed"][0] += 0.05
+    (tmp_path / "b.json").write_text(json.dumps(study))
+    assert not np.array_equal(_pixels(draw(tmp_path / "a.json", "main")), _pixels(draw(tmp_path / "b.json", "main")))
+    assert draw(tmp_path / "a.json", "main") == draw(tmp_path / "a.json", "main")  # same JSON, same bytes
+
+
+def test_bars_show_each_rows_mean_and_std_over_seeds():
+    """Known answer: seeds 40 % and 60 % give a bar of 50 with whiskers of ±10; one value, no whiskers."""
+    from datasetddpm.studies.plots import Bar, Panel, bars_figure
+    fig = bars_figure([Panel("p", [Bar("two seeds", [0.4, 0.6], "+1.0 [+0.5, +1.5]"), Bar("one", [0.3])])], "t")
+    ax = fig.axes[0]
+    assert [round(p.get_width(), 9) for p in ax.patches] == [50.0, 30.0]
+    (whiskers,) = [c for c in ax.collections if c.__class__.__name__ == "LineCollection"]
+    ((x0, _), (x1, _)) = whiskers.get_segments()[0]
+    assert (round(x0, 9), round(x1, 9)) == (40.0, 60.0)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["50.0  Δ +1.0 [+0.5, +1.5]", "30.0"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["two seeds", "one"]
+
+
+def test_report_plot_draws_a_study_picture_and_refuses_bad_requests(tmp_path):
+    import numpy as np
+    from datasetddpm.results import draw
+    study = ROOT / "docs/studies/filter/study.json"
+    r = run("report", study, "--view", "filter", "--plot", tmp_path / "f.png")
+    assert r.exit_code == 0, r.output
+    assert "| 10 % |" in r.output and np.array_equal(_pixels(tmp_path / "f.png"), _pixels(draw(study, "filter")))
+    one_line_error(run("report", study, "--view", "filter", "--plot", tmp_path / "f.jpg"), "--plot", "give a .png")
+    one_line_error(run("report", study, "--view", "filter", "--plot", tmp_path / "no" / "f.png"), "--plot", "no such folder")
+    one_line_error(run("report", ROOT / "docs/demo/demo.json", "--view", "demo-compare", "--plot", tmp_path / "d.png"),
+                   "--view", "has no picture")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from conftest import finished_run, one_line_error, run, tree_state
+from conftest import assert_study_outputs, finished_run, one_line_error, run, tree_state
 from datasetddpm.studies.stats import miou_of
 
 
@@ -28,6 +28,7 @@ def test_segmenter_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_
     d = rows["x1"]["vs_baseline"]["difference"]
     assert abs(d - (rows["x1"]["miou_mean"] - rows["x2"]["miou_mean"])) < 1e-12
     assert "| input x1 | 1 |" in (out / "study.md").read_text()
+    assert_study_outputs(out, "segmenter")
 
 
 def test_segmenter_study_refuses_bad_input_and_writes_nothing(tiny_dataset, tmp_path):

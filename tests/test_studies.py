@@ -3,6 +3,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
+from conftest import assert_study_outputs
 from datasetddpm.cli.main import get_app
 from datasetddpm.studies.samplers import SamplerSetting, SamplerStudyConfig, run_sampler_study
 from datasetddpm.studies.stats import miou_of, paired_bootstrap
@@ -50,6 +51,7 @@ def test_sampler_study_end_to_end_and_resume(tiny_model_dir, tiny_ensemble, tiny
         assert cms.shape[0] == 2 and row["deeplab_miou_per_seed"] == per_seed
         assert row["deeplab_miou"] == np.mean(per_seed) and row["deeplab_miou_std"] == np.std(per_seed)
     assert "mean ± std over 2 seeds" in (tmp_path / "study" / "study.md").read_text()
+    assert_study_outputs(tmp_path / "study", "samplers")
     assert "label_miou_vs_baseline" not in rows["ddpm-6"]
     # Rerun: every stage is skipped and the report is the same.
     again = run_sampler_study(tmp_path / "study", tiny_ensemble, tiny_dataset, cfg, progress=False)
@@ -95,6 +97,7 @@ def test_filter_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_pat
     assert report["deeplab"]["0.00"]["pairs"] == 8 and report["deeplab"]["0.25"]["pairs"] == 6
     assert len(report["deeplab"]["0.25"]["deeplab_miou_per_seed"]) == 2 and "vs_no_drop" in report["deeplab"]["0.25"]
     assert report["command"] is not None and report["date"] and "| 25 % | 6 |" in (tmp_path / "f" / "study.md").read_text()
+    assert_study_outputs(tmp_path / "f", "filter")
 
 
 def test_labelled_count_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
@@ -109,6 +112,7 @@ def test_labelled_count_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     assert [len(x["images"]) for x in two["runs"]] == [2, 2]
     assert abs(two["miou_mean"] - np.mean([x["miou"] for x in two["runs"]])) < 1e-12
     assert two["miou_std"] == np.std([x["miou"] for x in two["runs"]])
+    assert_study_outputs(tmp_path / "c", "labelled-count")
     assert list(subset(3, 10, 0)) == list(subset(3, 10, 0)) and list(subset(3, 10, 0)) != list(subset(3, 10, 1))
     one_line_error(run("study", "labelled-count", "--data", tiny_dataset, "--out", tmp_path / "x", "--model",
                        tiny_model_dir, "--counts", "2,99"), "--counts: need counts in [1, 4]")
@@ -136,6 +140,7 @@ def test_suggest_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
             assert abs(row["vs_random"]["difference"]
                        - (row["miou_mean"] - report["arms"]["random"]["miou_mean"])) < 1e-12
     assert "| uncertainty+diversity |" in (out / "study.md").read_text()
+    assert_study_outputs(out, "suggest")
     # Rerun: every (seed, arm) is read back, none retrained, and the numbers are the same.
     stamp = (out / "seed-0" / "random" / "result.json").stat().st_mtime_ns
     assert run("study", "suggest", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--quick",
@@ -175,6 +180,7 @@ def test_main_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
         assert card["counts"]["kept"] == 4 and card["ensemble"].endswith(
             f"ensemble-{_slug('DatasetGAN' if row == 'DatasetGAN' else ROWS[row][1])}")
     assert "| DatasetGAN | annotated StyleGAN2 samples |" in (out / "study.md").read_text()
+    assert_study_outputs(out, "main")
     # --real-fraction: each DeepLab row mixed in the labelled images its own ensemble was trained on.
     for row, mixed in (("DatasetDDPM", tiny_dataset), ("DatasetDDPM (paper protocol)", out / "annotated-ddpm"),
                        ("DatasetGAN", out / "annotated-gan")):
@@ -247,6 +253,7 @@ def test_mining_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_pat
     text = (out / "study.md").read_text()
     assert "| Δ vs default filter (95 % CI) | Δ vs least uncertain (95 % CI) |" in text
     assert "(default filter: from the first 5)" in text and "mined minus default filter: f " in text
+    assert_study_outputs(out, "mining")
     one_line_error(run("study", "mining", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--out", tmp_path / "x",
                        "--model", tiny_model_dir, "--n", 10, "--pairs", 10), "--pairs", "90 % of --n 10")
 
@@ -275,6 +282,7 @@ def test_real_images_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tm
         assert abs(row["miou_mean"] - miou_of(cms)) < 1e-12
         if arm != "synthetic":
             assert abs(row["vs_synthetic"]["difference"] - (row["miou_mean"] - report["arms"]["synthetic"]["miou_mean"])) < 1e-12
+    assert_study_outputs(out, "real-images")
     one_line_error(run(*args, "--images", unlabelled, "--pairs", 9), "--images", "holds 5 images", "needs 10")
 
 
@@ -338,7 +346,8 @@ def test_features_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     d = noise["independent_vs_shared"]
     assert abs(d["difference"] - (noise["modes"]["independent"]["miou_mean"] - noise["modes"]["shared"]["miou_mean"])) < 1e-12
     md = (out / "study.md").read_text()
-    assert f"**{100 * best['miou']:.1f}**" in md and "| independent |" in md and (out / "features.png").stat().st_size
+    assert f"**{100 * best['miou']:.1f}**" in md and "| independent |" in md
+    assert_study_outputs(out, "features")
     # Rerun: every cell and seed is read back, none retrained.
     stamp = (out / "grid" / "seed-0" / "step-10" / "block-1.json").stat().st_mtime_ns
     assert run(*args, "--out", out, "--quick").exit_code == 0
@@ -382,9 +391,7 @@ def test_synthetic_size_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset,
     d = report["rows"]["4"]["vs_previous"]
     assert d["size"] == 2 and abs(d["difference"] - (report["rows"]["4"]["miou_mean"] - report["rows"]["2"]["miou_mean"])) < 1e-12
     assert "| 4 | 5 | 1 | 2 |" in (out / "study.md").read_text()  # 4 pairs at DeepLab batch 2: 2 steps per epoch
-    from PIL import Image
-    with Image.open(out / "synthetic_size.png") as im:  # the curve, mIoU against pairs
-        assert im.format == "PNG" and im.size[0] >= 400 and len(np.unique(np.asarray(im.convert("L")))) > 2
+    assert_study_outputs(out, "synthetic-size")  # the curve, mIoU against pairs
     # A larger size added to the kept study: the base grows to 7 samples, its first 5 the old ones, and the
     # kept sizes are neither sampled nor trained again.
     from dataclasses import replace

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from conftest import one_line_error, run, tree_state
+from conftest import assert_study_outputs, one_line_error, run, tree_state
 from datasetddpm.generators.base import FeatureSpec
 
 
@@ -106,3 +106,4 @@ def test_trajectory_study_quick(tiny_model_dir, tiny_dataset, tmp_path):
     d = report["arms"][TRAJECTORY]["vs_visited"]["difference"]
     assert abs(d - (report["arms"][TRAJECTORY]["label_miou_mean"] - report["arms"][VISITED]["label_miou_mean"])) < 1e-12
     assert "| trajectory | 0, 50, 100 | 0 |" in (out / "study.md").read_text()
+    assert_study_outputs(out, "trajectory")

@@ -1,4 +1,5 @@
-"""`datasetddpm study <name>`: one command per measured question, each writing JSON + a markdown table."""
+"""`datasetddpm study <name>`: one command per measured question, each writing study.json, its markdown table
+(study.md) and its picture (study.png)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typer
 from . import options as opt
 from .app import app, command
 
-study_app = typer.Typer(no_args_is_help=True, help="Measured studies (JSON + markdown table in --out).")
+study_app = typer.Typer(no_args_is_help=True, help="Measured studies (study.json, study.md and study.png in --out).")
 app.add_typer(study_app, name="study")
 
 # Options most studies share.

@@ -33,6 +33,17 @@ def write_study_config(out: str | Path, config: dict, *,
     write_json(path, config)
 
 
+def write_study(out: str | Path, report: dict, markdown, figure) -> None:
+    """A study's three outputs in `out`: study.json (the report), study.md (its table, `markdown(report)`)
+    and study.png (its picture, `figure(report)`), the JSON last: a folder holding it is complete."""
+    from ..figures import save_figure
+    from ..io import atomic_path, write_json
+    with atomic_path(Path(out) / "study.md") as tmp:
+        tmp.write_text(markdown(report))
+    save_figure(figure(report), Path(out) / "study.png")
+    write_json(Path(out) / "study.json", report)
+
+
 def deeplab_confusions(deeplab_dir: str | Path, test, num_classes: int, ignore_label: int) -> np.ndarray:
     """(N, K, K) per-image confusions of `deeplab_dir/best` (train-deeplab's output) on `test`, a labelled set."""
     model = load_segmenter(Path(deeplab_dir) / "best")

@@ -29,7 +29,7 @@ from ..generators.base import FeatureSpec
 from ..io import atomic_path, read_json, write_json
 from ..progress import progress_bar
 from ..segmenters.metrics import iou_per_class, mean_iou
-from .common import train_and_test, write_study_config
+from .common import train_and_test, write_study, write_study_config
 from .stats import hierarchical_bootstrap, per_item_confusions
 
 NOISE_MODES = ("shared", "independent")  # the first is the toolkit's: the baseline
@@ -170,9 +170,7 @@ def run_features_study(out_dir: str | Path, data: str | Path, cfg: FeaturesStudy
     report = {"study": "features", "model": problem.model, "train_images": len(train), "test_images": len(test),
               "class_split": split, "grid": grid_summary(cells, blocks, cfg, problem, split),
               "noise": noise_summary(noise, problem, split, cfg), **provenance()}
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(features_markdown(report))
-    save_heatmaps(report, out / "features.png")
+    write_study(out, report, features_markdown, features_figure)
     return report
 
 
@@ -253,14 +251,14 @@ def features_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_heatmaps(report: dict, path: Path) -> None:
+def features_figure(report: dict):
     """Three heatmaps (steps x blocks, mIoU in %): all, small and large classes, the best cell boxed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from ..figures import new_figure
     grid = report["grid"]
     nb, ns = len(grid["blocks"]), len(grid["steps"])
-    fig, axes = plt.subplots(1, 3, figsize=(3 * (1.6 + 0.6 * nb), 1.2 + 0.45 * ns))
+    fig = new_figure(3 * (1.6 + 0.6 * nb), 1.2 + 0.45 * ns)
+    axes = fig.subplots(1, 3)
     for ax, g in zip(axes, GROUPS):
         values = np.array([[np.nan if v is None else 100 * v for v in row] for row in grid["miou"][g]])
         im = ax.imshow(values, cmap="viridis", aspect="auto")
@@ -275,10 +273,7 @@ def save_heatmaps(report: dict, path: Path) -> None:
         if g in grid["best"]:
             best = grid["best"][g]
             i, j = grid["steps"].index(best["step"]), grid["blocks"].index(best["block"])
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         fig.colorbar(im, ax=ax, label="mIoU (%)")
     axes[0].set_ylabel("diffusion step t")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    return fig

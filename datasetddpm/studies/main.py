@@ -28,9 +28,8 @@ import numpy as np
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from ..io import write_json
-from .common import write_study_config
-from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
+from .common import write_study, write_study_config
+from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 DIRECT, COLOUR, DDPM = "direct DDPM", "colour RGB-3x3", "DatasetDDPM"
 DIRECT_PAPER, DDPM_PAPER, GAN = "direct DDPM (paper protocol)", "DatasetDDPM (paper protocol)", "DatasetGAN"
@@ -206,8 +205,7 @@ def run_main_study(out_dir: str | Path, data: str | Path, cfg: MainStudyConfig, 
     confusions = {row: np.stack([study.score(seed, row) for seed in cfg.seeds]) for row in cfg.rows()}
     report = main_report(cfg, confusions, study.test)
     report.update(provenance())
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(main_markdown(report))
+    write_study(out, report, main_markdown, main_figure)
     return report
 
 
@@ -237,13 +235,6 @@ def main_report(cfg: MainStudyConfig, confusions: dict, test) -> dict:
             "rows": rows}
 
 
-def _interval(d: dict | None) -> str:
-    if d is None:
-        return "—"
-    return (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-            + ("" if d["significant"] else " (n.s.)"))
-
-
 def main_markdown(report: dict) -> str:
     names = list(next(iter(report["rows"].values()))["iou_mean"])
     seeds = len(report["seeds"])
@@ -253,11 +244,11 @@ def main_markdown(report: dict) -> str:
     for row, r in report["rows"].items():
         spread = f" ± {100 * r['miou_std']:.1f}" if seeds > 1 else ""
         lines.append(f"| {row} | {r['trained_on']} | {100 * r['miou_mean']:.1f}{spread} | "
-                     f"{_interval(r.get('vs_labeller'))} | " + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values())
-                     + " |")
+                     f"{interval_text(r.get('vs_labeller'))} | "
+                     + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
     gan = report["rows"].get(GAN, {}).get("vs_datasetddpm_paper")
     if gan is not None:
-        lines += ["", f"DatasetGAN minus DatasetDDPM (both paper protocol): {_interval(gan)} mIoU points."]
+        lines += ["", f"DatasetGAN minus DatasetDDPM (both paper protocol): {interval_text(gan)} mIoU points."]
     seg, notes = report.get("segmenter"), []
     if seg and (seg["arch"], seg["lr_schedule"]) != ("deeplabv3", "constant"):
         from ..segmenters.model import ARCH_NAMES
@@ -270,3 +261,22 @@ def main_markdown(report: dict) -> str:
     if notes:
         lines += ["", "DeepLab rows: " + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
+
+
+def main_figure(report: dict):
+    """Each row's mIoU over seeds; DeepLab rows in orange with their difference to their labeller."""
+    from .plots import Bar, Panel, bars_figure
+    bars = []
+    for row, r in report["rows"].items():
+        if "vs_labeller" in r:
+            note, colour = interval_text(r["vs_labeller"]) + " vs its labeller", "C1"
+        elif "vs_datasetddpm_paper" in r:
+            note, colour = interval_text(r["vs_datasetddpm_paper"]) + " vs DatasetDDPM (paper protocol)", "C1"
+        else:
+            note, colour = "", "C7" if row == COLOUR else "C0"
+        bars.append(Bar(row, r["miou_per_seed"], note, colour))
+    seeds = len(report["seeds"])
+    panel = Panel(f"{report['test_images']} real test images; blue: direct mode, orange: a segmenter trained on "
+                  f"{report['pairs']} kept synthetic pairs", bars)
+    return bars_figure([panel], f"Main study: mIoU, mean ± std over {seeds} seed{'s' if seeds != 1 else ''} "
+                                "(dots: seeds; Δ: 95 % CI)")

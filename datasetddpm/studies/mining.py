@@ -26,12 +26,11 @@ import numpy as np
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from ..io import write_json
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, first_samples
-from .common import write_study_config
+from .common import write_study, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
-from .stats import hierarchical_bootstrap, miou_of
+from .stats import hierarchical_bootstrap, interval_text, miou_of
 
 DEFAULT, PLAIN, MINED = "default filter", "least uncertain", "mined"
 ARMS = (DEFAULT, PLAIN, MINED)
@@ -92,8 +91,7 @@ def run_mining_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
                                              device=dev, progress=progress, **cfg.segmenter_fields(data))
     report = mining_report(cfg, confusions, cards, names, prefer, len(test))
     report.update(provenance())
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(mining_markdown(report))
+    write_study(out, report, mining_markdown, mining_figure)
     return report
 
 
@@ -120,13 +118,6 @@ def mining_report(cfg: MiningStudyConfig, confusions: dict, cards: dict, names, 
             "preferred_iou_difference": per_class}
 
 
-def _interval(d: dict | None) -> str:
-    if d is None:
-        return "—"
-    return (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-            + ("" if d["significant"] else " (n.s.)"))
-
-
 def mining_markdown(report: dict) -> str:
     names = list(next(iter(report["arms"].values()))["iou_mean"])
     pref = report["prefer_classes"]
@@ -144,7 +135,7 @@ def mining_markdown(report: dict) -> str:
              "|---|---:|" + "---|" * len(deltas) + "---:|" * len(names) + "---:|"]
     for arm, r in report["arms"].items():
         share = " / ".join(f"{100 * r['kept_pixel_share'].get(c, 0):.2f} %" for c in pref)
-        lines.append(f"| {arm} | {_mean_std(r, report)} | " + "".join(f"{_interval(r.get(k))} | " for k in deltas)
+        lines.append(f"| {arm} | {_mean_std(r, report)} | " + "".join(f"{interval_text(r.get(k))} | " for k in deltas)
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + f" | {share} |")
     tail = ["IoU of the preferred classes, mined minus least uncertain: "
             + ", ".join(f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference"].items()) + " points"]
@@ -152,3 +143,19 @@ def mining_markdown(report: dict) -> str:
         tail.append("mined minus default filter: " + ", ".join(
             f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference_vs_default_filter"].items()) + " points")
     return "\n".join(lines) + "\n\n" + "; ".join(tail) + ".\n" + segmenter_note(report)
+
+
+def mining_figure(report: dict):
+    """mIoU over seeds for each way of keeping pairs, and the preferred classes' IoU."""
+    from .plots import Bar, Panel, bars_figure
+    arms, pref = report["arms"], report["prefer_classes"]
+    seeds = len(report["deeplab_seeds"])
+    first = "vs_default_filter" if DEFAULT in arms else "vs_least_uncertain"
+    overall = Panel(f"mIoU, {report['test_images']} real test images, {seeds} seed{'s' if seeds != 1 else ''} "
+                    f"(Δ: {first[3:].replace('_', ' ')}, 95 % CI)",
+                    [Bar(arm, r["miou_per_seed"], interval_text(r.get(first), none="")) for arm, r in arms.items()])
+    classes = Panel(f"IoU of the preferred classes ({', '.join(pref)}), mean over seeds",
+                    [Bar(f"{arm}: {c}", [r["iou_mean"][c]], colour="C2") for arm, r in arms.items() for c in pref],
+                    axis="IoU (%)")
+    return bars_figure([overall, classes], f"Mining study: {report['pairs']} pairs kept by each arm "
+                                           f"({segmenter_name(report)})")

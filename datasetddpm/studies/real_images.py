@@ -19,11 +19,10 @@ import numpy as np
 from ..data.folders import read_labelled, resolve_split
 from ..data.images import list_images
 from ..errors import OptionError
-from ..io import write_json
 from ..segmenters.metrics import iou_per_class
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, write_study_config
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, write_study, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
-from .stats import hierarchical_bootstrap, miou_of
+from .stats import hierarchical_bootstrap, interval_text, miou_of
 
 ARMS = ("synthetic", "real unlabelled", "both")  # the first is the baseline
 
@@ -108,8 +107,7 @@ def run_real_images_study(out_dir: str | Path, ensemble: str | Path, data: str |
     report = {"study": "real-images", "pairs": cfg.pairs, "deeplab_seeds": list(cfg.deeplab_seeds),
               "test_images": len(test), "arms": _arms(confusions, names, cfg),
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(real_images_markdown(report))
+    write_study(out, report, real_images_markdown, real_images_figure)
     return report
 
 
@@ -132,9 +130,18 @@ def real_images_markdown(report: dict) -> str:
              "| DeepLab trained on | pairs | mIoU (mean ± std) | Δ vs synthetic (95 % CI) | " + " | ".join(names) + " |",
              "|---|---:|---:|---|" + "---:|" * len(names)]
     for arm, r in report["arms"].items():
-        d = r.get("vs_synthetic")
-        delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, "
-                                       f"{100 * d['ci_high']:+.1f}]" + ("" if d["significant"] else " (n.s.)"))
+        delta = interval_text(r.get("vs_synthetic"))
         lines.append(f"| {arm} | {r['pairs']} | {_mean_std(r, report)} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
     return "\n".join(lines) + "\n" + segmenter_note(report)
+
+
+def real_images_figure(report: dict):
+    """mIoU over seeds of the segmenter trained on each arm's pairs."""
+    from .plots import Bar, Panel, bars_figure
+    seeds = len(report["deeplab_seeds"])
+    bars = [Bar(f"{arm} ({r['pairs']} pairs)", r["miou_per_seed"], interval_text(r.get("vs_synthetic"), none=""))
+            for arm, r in report["arms"].items()]
+    panel = Panel(f"{report['test_images']} real test images, {seeds} seed{'s' if seeds != 1 else ''} "
+                  "(Δ: vs synthetic, 95 % CI)", bars)
+    return bars_figure([panel], f"Real-images study: {segmenter_name(report)} trained on ensemble-labelled pairs")

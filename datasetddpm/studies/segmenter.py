@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from ..io import write_json
-from .common import write_study_config
-from .stats import hierarchical_bootstrap, miou_of
+from .common import write_study, write_study_config
+from .stats import hierarchical_bootstrap, interval_text, miou_of
 
 # name -> (what it changes, the DeepLabTrainConfig fields it sets beside the baseline's)
 SETTINGS = {"x2": ("baseline: input x2, synthetic pairs only", {}),
@@ -123,8 +122,7 @@ def run_segmenter_study(out_dir: str | Path, run: str | Path, data: str | Path, 
             rows[name]["vs_baseline"] = hierarchical_bootstrap(base, cms, ignore_label=ignore, resamples=cfg.bootstrap)
     report = {"study": "segmenter", "pairs": card["counts"]["kept"], "test_images": len(test),
               "deeplab_seeds": list(cfg.deeplab_seeds), "rows": rows, **provenance()}
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(segmenter_markdown(report))
+    write_study(out, report, segmenter_markdown, segmenter_figure)
     return report
 
 
@@ -139,9 +137,18 @@ def segmenter_markdown(report: dict) -> str:
              f"| setting | epochs | mIoU ({spread}{seeds_text(report)}) | Δ vs baseline (95 % CI) | train s | "
              + " | ".join(names) + " |", "|---|---:|---:|---|---:|" + "---:|" * len(names)]
     for r in report["rows"].values():
-        d = r.get("vs_baseline")
-        delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-                                       + ("" if d["significant"] else " (n.s.)"))
+        delta = interval_text(r.get("vs_baseline"))
         lines.append(f"| {r['what']} | {r['epochs']} | {mean_std(r, report)} | {delta} | "
                      f"{r['train_seconds_mean']:.0f} | " + " | ".join(f"{100 * r['iou'][c]:.0f}" for c in names) + " |")
     return "\n".join(lines) + "\n"
+
+
+def segmenter_figure(report: dict):
+    """mIoU over seeds for each segmenter setting."""
+    from .plots import Bar, Panel, bars_figure
+    seeds = len(report["deeplab_seeds"])
+    bars = [Bar(f"{name} ({r['epochs']} epochs)", r["miou_per_seed"], interval_text(r.get("vs_baseline"), none=""))
+            for name, r in report["rows"].items()]
+    panel = Panel(f"{report['pairs']} kept pairs, {report['test_images']} real test images, "
+                  f"{seeds} seed{'s' if seeds != 1 else ''} (Δ: vs the first setting, 95 % CI)", bars)
+    return bars_figure([panel], "Segmenter study")

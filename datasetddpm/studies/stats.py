@@ -35,6 +35,15 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ignore_label: int = 255, r
             "significant": bool(lo > 0 or hi < 0)}
 
 
+def interval_text(d: dict | None, *, none: str = "—") -> str:
+    """A bootstrap difference as '+1.6 [+0.5, +2.7]' (mIoU points), with ' (n.s.)' when the interval
+    holds 0; `none` for a row without one (the baseline)."""
+    if d is None:
+        return none
+    return (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+            + ("" if d["significant"] else " (n.s.)"))
+
+
 def per_item_confusions(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_label: int = 255) -> np.ndarray:
     """(N, H, W) predictions and ground truth -> (N, K, K) confusion matrices (rows = ground truth)."""
     from ..segmenters.metrics import confusion_matrix

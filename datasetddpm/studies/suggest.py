@@ -23,9 +23,9 @@ from ..errors import OptionError
 from ..io import read_json, write_json
 from ..segmenters.metrics import iou_per_class
 from ..seeds import stream_seed
-from .common import train_and_test, write_study_config
+from .common import train_and_test, write_study, write_study_config
 from ..suggest import choose
-from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
+from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 ARMS = ("random", "uncertainty", "uncertainty+diversity")  # the first is the baseline
 
@@ -102,8 +102,7 @@ def run_suggest_study(out_dir: str | Path, data: str | Path, cfg: SuggestStudyCo
             confusions[arm].append(np.load(_npy(saved)))
     report = _report(cfg, runs, {a: np.stack(c) for a, c in confusions.items()}, problem, len(test))
     report.update(provenance())
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(suggest_markdown(report))
+    write_study(out, report, suggest_markdown, suggest_figure)
     return report
 
 
@@ -138,9 +137,20 @@ def suggest_markdown(report: dict) -> str:
              "", f"| {s} + {a} images chosen by | mIoU (mean ± std) | Δ vs random (95 % CI) | "
              + " | ".join(names) + " |", "|---|---:|---|" + "---:|" * len(names)]
     for arm, r in report["arms"].items():
-        d = r.get("vs_random")
-        delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-                                       + ("" if d["significant"] else " (n.s.)"))
+        delta = interval_text(r.get("vs_random"))
         lines.append(f"| {arm} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def suggest_figure(report: dict):
+    """Direct-mode mIoU over seeds after each arm's additions; the start set's mean as a dashed line."""
+    from .plots import Bar, Panel, bars_figure
+    seeds = len(report["seeds"])
+    bars = [Bar(arm, r["miou_per_seed"], interval_text(r.get("vs_random"), none=""))
+            for arm, r in report["arms"].items()]
+    panel = Panel(f"{report['test_images']} real test images, {seeds} seed{'s' if seeds != 1 else ''} "
+                  "(Δ: vs random, 95 % CI)", bars,
+                  reference=(f"start: {report['start']} random images", report["start_miou_mean"]))
+    return bars_figure([panel], f"Suggest study: {report['start']} labelled images + {report['add']} chosen by "
+                                "each arm")

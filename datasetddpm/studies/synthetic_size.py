@@ -12,7 +12,7 @@ the previous size has an interval over test images and seeds.
 DeepLab's budget: "epochs" (default) trains every size for the same epochs, so a larger set also gets
 proportionally more optimisation steps (what a user of the pipeline gets); "steps" gives every size
 the steps of the largest (epochs scaled by max size / size), so a gain is the data's, not the
-training's. The JSON and the markdown state the rule and each size's steps; synthetic_size.png plots the
+training's. The JSON and the markdown state the rule and each size's steps; study.png plots the
 curve. Resumable like every study.
 """
 
@@ -26,8 +26,9 @@ import numpy as np
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from ..io import read_json, write_json
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, first_samples, write_study_config
+from ..io import read_json
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, first_samples, write_study
+from .common import write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, miou_of
 
@@ -107,9 +108,7 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
               "test_images": len(test), "budget": {"rule": cfg.budget, "text": BUDGETS[cfg.budget].format(
                   epochs=cfg.deeplab_epochs)}, "rows": rows, "saturates_at": saturation(rows),
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(synthetic_size_markdown(report))
-    save_curve(report, out / "synthetic_size.png")
+    write_study(out, report, synthetic_size_markdown, synthetic_size_figure)
     return report
 
 
@@ -162,31 +161,15 @@ def synthetic_size_markdown(report: dict) -> str:
     return "\n".join(lines) + f"\n\n{tail}\n" + segmenter_note(report)
 
 
-def save_curve(report: dict, path: Path) -> None:
+def synthetic_size_figure(report: dict):
     """mIoU (%) against kept pairs on a log axis: each seed's score as a dot, the mean with its std as
     error bars; a hollow marker where a step up is not a significant gain over the previous size."""
-    from ..figures import new_figure, save_figure
+    from .plots import curve_figure
     rows = list(report["rows"].values())
-    pairs = [r["pairs"] for r in rows]
-    fig = new_figure(5, 3.4)
-    ax = fig.add_subplot()
-    for r in rows:
-        ax.scatter([r["pairs"]] * len(r["miou_per_seed"]), [100 * v for v in r["miou_per_seed"]], s=10,
-                   color="grey", alpha=0.6, zorder=2)
-    ax.errorbar(pairs, [100 * r["miou_mean"] for r in rows], yerr=[100 * r["miou_std"] for r in rows],
-                color="C0", capsize=3, zorder=3, label=f"mean ± std over {len(report['deeplab_seeds'])} seed(s)")
-    flat = [r for r in rows if "vs_previous" in r and not r["vs_previous"]["significant"]]
-    if flat:
-        ax.scatter([r["pairs"] for r in flat], [100 * r["miou_mean"] for r in flat], s=60, facecolors="none",
-                   edgecolors="C3", zorder=4, label="gain over previous size not significant")
-    ax.set_xscale("log")
-    ax.set_xticks(pairs, [str(p) for p in pairs])
-    ax.minorticks_off()
-    ax.set_xlabel("kept synthetic pairs")
-    ax.set_ylabel("mIoU on real test images (%)")
     budget = (f"{report['segmenter']['epochs']} epochs each" if report["budget"]["rule"] == "epochs"
               else "the largest set's optimisation steps each")
-    ax.set_title(f"{segmenter_name(report)}, {budget}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    save_figure(fig, path)
+    return curve_figure([r["pairs"] for r in rows], [r["miou_per_seed"] for r in rows],
+                        title=f"{segmenter_name(report)}, {budget}", xlabel="kept synthetic pairs",
+                        ylabel="mIoU on real test images (%)",
+                        flat=["vs_previous" in r and not r["vs_previous"]["significant"] for r in rows],
+                        flat_label="gain over previous size not significant")

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from ..io import write_json
-from .common import write_study_config
-from .stats import hierarchical_bootstrap, miou_of, per_item_confusions
+from .common import write_study, write_study_config
+from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 STANDARD, VISITED, TRAJECTORY = "standard", "standard, visited steps", "trajectory"
 
@@ -176,8 +175,7 @@ def run_trajectory_study(out_dir: str | Path, data: str | Path, cfg: TrajectoryS
               "network_evaluations_sampling": len(generator.visited_steps(cfg.sampler, cfg.sampling_steps)),
               "blocks": list(spec.blocks), "seeds": list(cfg.seeds), "arms": arms,
               "timing": _timings(generator, labeller, cfg), **provenance()}
-    write_json(out / "study.json", report)
-    (out / "study.md").write_text(trajectory_markdown(report))
+    write_study(out, report, trajectory_markdown, trajectory_figure)
     return report
 
 
@@ -187,9 +185,7 @@ def trajectory_markdown(report: dict) -> str:
              f"feature passes per sample | label mIoU vs oracle (mean ± std over {len(report['seeds'])} seeds) | "
              "Δ vs standard (95 % CI) | labelling s / sample |", "|---|---|---:|---:|---|---:|"]
     for arm, r in report["arms"].items():
-        d = r.get("vs_standard")
-        delta = "—" if d is None else (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-                                       + ("" if d["significant"] else " (n.s.)"))
+        delta = interval_text(r.get("vs_standard"))
         secs = f"{t[arm]:.4f}" if arm in t else "—"
         lines.append(f"| {arm} | {', '.join(map(str, r['steps']))} | {r['feature_passes_per_sample']} | "
                      f"{100 * r['label_miou_mean']:.1f} ± {100 * r['label_miou_std']:.1f} | {delta} | {secs} |")
@@ -206,3 +202,14 @@ def trajectory_markdown(report: dict) -> str:
                 f"labelling ({total[STANDARD] / total[TRAJECTORY]:.2f}x). Medians of {report['timing']['repeats']} "
                 f"interleaved repeats on {report['timing']['samples']} samples."]
     return "\n".join(lines) + "\n"
+
+
+def trajectory_figure(report: dict):
+    """Label mIoU against the oracle over seeds for each way of labelling the same samples."""
+    from .plots import Bar, Panel, bars_figure
+    seeds = len(report["seeds"])
+    bars = [Bar(f"{arm} (t = {', '.join(map(str, r['steps']))})", r["label_miou_per_seed"],
+                interval_text(r.get("vs_standard"), none="")) for arm, r in report["arms"].items()]
+    panel = Panel(f"labels of {report['samples']} samples ({report['sampler']}-{report['sampling_steps']}) against the "
+                  f"oracle, {seeds} seed{'s' if seeds != 1 else ''} (Δ: vs standard, 95 % CI)", bars)
+    return bars_figure([panel], "Trajectory study: activations kept while sampling vs a feature pass")
