@@ -9,10 +9,11 @@ same PNG bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import textwrap
+from dataclasses import dataclass
 
+import numpy as np
 from matplotlib.figure import Figure
-
 
 MIOU_AXIS = "mIoU (%)"
 SEED_DOT = dict(s=12, color="#555555", alpha=0.7, zorder=3, linewidths=0)
@@ -35,16 +36,13 @@ class Panel:
     bars: list[Bar]
     axis: str = MIOU_AXIS
     reference: tuple[str, float] | None = None  # a dashed line: (label, value as a fraction)
-    extra: dict = field(default_factory=dict)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    import numpy as np
     return float(np.mean(values)), float(np.std(values))
 
 
 def _wrap(text: str, width: int) -> str:
-    import textwrap
     return textwrap.fill(text, width)
 
 
@@ -88,10 +86,9 @@ def bars_figure(panels: list[Panel], title: str, *, width: float = 7.5) -> Figur
 
 
 def curve_figure(xs: list[float], per_seed: list[list[float]], *, title: str, xlabel: str, ylabel: str = MIOU_AXIS,
-                 log_x: bool = True, flat: list[bool] | None = None, flat_label: str = "",
-                 reference: tuple[str, float] | None = None) -> Figure:
-    """A measure against a size: each seed's value as a dot, the mean with ± one std as error bars; a
-    hollow red ring on the points `flat` marks (e.g. a step up that is not a significant gain)."""
+                 flat: list[bool] | None = None, flat_label: str = "") -> Figure:
+    """A measure against a size on a log axis: each seed's value as a dot, the mean with ± one std as
+    error bars; a hollow red ring on the points `flat` marks (e.g. a step up that is not a significant gain)."""
     from ..figures import new_figure
     fig = new_figure(5, 3.4)
     ax = fig.add_subplot()
@@ -104,10 +101,7 @@ def curve_figure(xs: list[float], per_seed: list[list[float]], *, title: str, xl
     if flat and any(flat):
         ax.scatter([x for x, f in zip(xs, flat) if f], [100 * m for (m, _), f in zip(stats, flat) if f], s=60,
                    facecolors="none", edgecolors="C3", zorder=4, label=flat_label)
-    if reference is not None:
-        ax.axhline(100 * reference[1], color="C2", linestyle="--", linewidth=1, label=reference[0])
-    if log_x:
-        ax.set_xscale("log")
+    ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
     ax.minorticks_off()
     ax.set_xlabel(xlabel)
