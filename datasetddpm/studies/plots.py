@@ -43,7 +43,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _wrap(text: str, width: int) -> str:
-    return textwrap.fill(text, width)
+    return textwrap.fill(text.replace(" %", "\u00a0%"), width)  # "95 %" never split over two lines
 
 
 def draw_bars(ax, panel: Panel) -> None:
