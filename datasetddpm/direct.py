@@ -140,6 +140,9 @@ class Segmentation:
     pixel_uncertainty: np.ndarray  # (N, H, W) float32, JS divergence of the members
     image_uncertainty: np.ndarray  # (N,) mean of each image's 10 % most uncertain pixels
 
+    def first(self, n: int) -> "Segmentation":
+        return Segmentation(self.labels[:n], self.pixel_uncertainty[:n], self.image_uncertainty[:n])
+
 
 @torch.no_grad()
 def segment(source: FeatureSource, ensemble: PixelEnsemble, images: np.ndarray, *, batch_size: int = 8,

@@ -82,8 +82,8 @@ def network_evaluations(generator, sampler: str, steps: int) -> int:
 def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, world: int = 1,
                 device: str | torch.device = "cpu", trajectory_features: bool = False) -> Plan:
     """`sample` of `cfg` (already checked by `resolve_sample_config`), `committed` samples already done."""
-    from .pipeline.generate import Labeller
     from .pipeline.config import sample_seed
+    from .pipeline.generate import LABEL_BATCH, Labeller
     generator = load_generator(cfg.model, device)
     todo = cfg.n - committed
     evals = network_evaluations(generator, cfg.sampler, cfg.sampling_steps)
@@ -105,11 +105,13 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
         if hasattr(labeller, "remember"):
             labeller.remember(images, seeds)
         labeller(images[:1])  # warm-up
-        label_secs, seg = _timed(labeller, images)
         if trajectory_features:  # the head alone: the maps come with the sampling pass
             maps = generator.feature_maps(torch.from_numpy(images).permute(0, 3, 1, 2), labeller.source.spec)
             label_secs, seg = _timed(labeller.label_maps, images, maps)
-        per_sample += label_secs / probe
+            per_sample += label_secs / probe
+        else:  # one full labelling batch (the labeller always runs full ones), the probe's samples repeated
+            label_secs, seg = _timed(labeller, np.resize(images, (LABEL_BATCH, *images.shape[1:])))
+            per_sample += label_secs / LABEL_BATCH
         disk += _png_bytes(seg.labels.astype(np.uint8)) * todo
         plan.add("labelling", f"ensemble {ensemble}: " + ("trajectory features, no extra network evaluation"
                                                           if trajectory_features else "one feature pass per sample"))
@@ -120,17 +122,18 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
 
 
 def plan_label(run: Path, cfg, ensemble: str | Path, *, world: int = 1, device: str | torch.device = "cpu") -> Plan:
-    from .pipeline.generate import Labeller
+    from .pipeline.generate import LABEL_BATCH, Labeller, filled
     from .pipeline.shards import ShardStore
     store = ShardStore(run)
     ids, images = store.read_images(0)
-    images = images[:4]
+    images = images[:LABEL_BATCH]  # one full labelling batch, as the labeller runs them
     generator = load_generator(cfg.model, device)
     labeller = Labeller(ensemble, generator, device)
     if hasattr(labeller, "remember"):
         labeller.remember(images, [r["seed"] for r in store.read_sidecar(0)["samples"]][:len(images)])
     labeller(images[:1])  # warm-up
     secs, seg = _timed(labeller, images)
+    secs *= len(images) / len(filled(list(images), LABEL_BATCH))  # fewer images still cost a full batch
     todo = sum(len(cfg.shard_range(k)) for k in range(cfg.num_shards) if not store.committed(k, labels=True))
     plan = Plan("label")
     plan.add("samples to label", f"{todo} of {cfg.n}")

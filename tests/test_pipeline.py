@@ -156,3 +156,41 @@ def test_finalize_records_the_class_balance_in_the_card(tiny_model_dir, tiny_ens
     assert set(card["class_balance"]) == set("abcdefg")
     assert abs(sum(v["kept_pixel_share"] for v in card["class_balance"].values()) - 1) < 1e-4
     assert "% of kept label pixels" in r.output
+
+
+def test_the_sampler_and_labeller_run_only_full_batches(tiny_model_dir, tiny_ensemble, tmp_path, monkeypatch):
+    """A UNet's float sums round differently for another batch shape, so a sample in a short last batch
+    (of a shard, or of a run of another length) would get other bits than the same seed in a full one.
+    Every sampling call gets the run's batch size and every labelling pass a full labelling batch, the
+    copies that fill them are dropped, and runs of different lengths share their common samples byte for
+    byte (samples 4 and 5: a batch of 2 in a 6-sample run, of 4 in an 8-sample one)."""
+    import datasetddpm.pipeline.generate as generate
+    from datasetddpm.generators.diffusion import DiffusionGenerator
+    from datasetddpm.pipeline.shards import ShardStore
+    sampled, labelled = [], []
+    real_sample, real_segment = DiffusionGenerator.sample, generate.segment
+
+    def sample(self, seeds, **kw):
+        sampled.append(list(seeds))
+        return real_sample(self, seeds, **kw)
+
+    def segment(source, ensemble, images, **kw):
+        labelled.append((len(images), kw.get("batch_size")))
+        return real_segment(source, ensemble, images, **kw)
+
+    monkeypatch.setattr(DiffusionGenerator, "sample", sample)
+    monkeypatch.setattr(generate, "segment", segment)
+    for n in (6, 8):
+        args = ["sample", "--out", tmp_path / f"n{n}", "--n", n, "--model", tiny_model_dir, "--sampling-steps", 3,
+                "--batch-size", 4, "--shard-size", 4, "--threads", 1, "--quiet", "--ensemble", tiny_ensemble]
+        r = runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code == 0, r.output
+    assert [len(s) for s in sampled] == [4] * 4 and sampled[1][2:] == [sampled[1][1]] * 2  # 4, 5 + two copies of 5
+    assert labelled == [(8, 8)] * 4  # shards of 4 and 2 images, each one full labelling batch
+    short, full = ShardStore(tmp_path / "n6"), ShardStore(tmp_path / "n8")
+    assert short.read_images(1)[0] == [4, 5] and full.read_images(1)[0] == [4, 5, 6, 7]
+    assert np.array_equal(short.read_images(1)[1], full.read_images(1)[1][:2])
+    for name in ("0000004.png", "0000005.png"):
+        assert (short.masks_dir(1) / name).read_bytes() == (full.masks_dir(1) / name).read_bytes()
+    scores = [{r["id"]: r["uncertainty"] for r in s.read_sidecar(1, labels=True)["samples"]} for s in (short, full)]
+    assert scores[0] == {i: scores[1][i] for i in (4, 5)}

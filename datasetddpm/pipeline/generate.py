@@ -34,6 +34,18 @@ def ensemble_hash(ensemble_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def filled(items: list, size: int) -> list:
+    """`items` filled up to a multiple of `size` with copies of the last one (the callers drop what the copies
+    give). Every batch the sampler or the labeller runs then has the run's batch shape, so a sample's image,
+    labels and score depend on its seed only, not on how many samples share its batch: the UNet's kernels
+    round differently for another batch shape, and the last batch of a shard, or of a run of another
+    length, would otherwise give the same seed other bits."""
+    return list(items) + list(items[-1:]) * (-len(items) % size)
+
+
+LABEL_BATCH = 8  # images per UNet pass when labelling (direct.segment's default)
+
+
 class Labeller:
     """The ensemble and its generator on one device; labels a batch of images (numpy in, numpy out)."""
 
@@ -48,7 +60,10 @@ class Labeller:
         self.num_classes = self.ensemble.cfg.num_classes
 
     def __call__(self, images: np.ndarray):
-        return segment(self.source, self.ensemble, images, progress=False)
+        n = len(images)  # the last batch filled with copies of the last image (see `filled`)
+        padded = images if n % LABEL_BATCH == 0 else np.concatenate(
+            [images, np.repeat(images[-1:], -n % LABEL_BATCH, axis=0)])
+        return segment(self.source, self.ensemble, padded, batch_size=LABEL_BATCH, progress=False).first(n)
 
     def label_maps(self, images: np.ndarray, maps: list[torch.Tensor]):
         """Labels from maps the sampler already computed (trajectory features): no UNet pass."""
@@ -99,14 +114,14 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                 chunks, segs = [], []
                 for b in range(0, len(ids), cfg.batch_size):
                     batch = ids[b:b + cfg.batch_size]
-                    seeds = [sample_seed(cfg.seed, i) for i in batch]
+                    seeds = filled([sample_seed(cfg.seed, i) for i in batch], cfg.batch_size)
                     if trajectory:
                         images, seg = labeller.sample_and_label(seeds, cfg)
-                        chunks.append(images)
-                        segs.append(seg)
+                        chunks.append(images[:len(batch)])
+                        segs.append(seg.first(len(batch)))
                     else:
                         chunks.append(generator.sample(seeds, sampler=cfg.sampler, num_steps=cfg.sampling_steps)
-                                      .permute(0, 2, 3, 1).numpy())
+                                      .permute(0, 2, 3, 1).numpy()[:len(batch)])
                     batches_done += 1
                     made += len(batch)
                     if fault_after and batches_done >= fault_after:
