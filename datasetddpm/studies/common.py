@@ -201,9 +201,13 @@ QUICK_SAMPLE_AND_DEEPLAB = dict(sampling_steps=2, deeplab_seeds=(0,), deeplab_ep
                                 input_scale=1, bootstrap=50)  # tiny sizes: every stage runs, nothing is measured
 
 
-def seeds_text(report: dict) -> str:
-    n = len(report["deeplab_seeds"])
+def seed_count(n: int) -> str:
+    """'1 seed', '3 seeds'."""
     return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def seeds_text(report: dict) -> str:
+    return seed_count(len(report["deeplab_seeds"]))
 
 
 def mean_std(row: dict, report: dict) -> str:

@@ -27,7 +27,7 @@ from ..errors import OptionError
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
-from .common import SegmenterChoice, deeplab_over_seeds, segmenter_name, segmenter_note, write_study
+from .common import SegmenterChoice, deeplab_over_seeds, seed_count, segmenter_name, segmenter_note, write_study
 from .common import write_study_config
 from .stats import auroc, hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
@@ -152,7 +152,7 @@ def filter_figure(report: dict):
     name = {key: f"drop {100 * r['drop']:.0f} % ({r['pairs']} pairs)" for key, r in rows.items()}
     seeds = len(report["deeplab_seeds"])
     deeplab = Panel(f"{segmenter_name(report)} on the kept pairs, {report['test_images']} real test images, "
-                    f"{seeds} seed{'s' if seeds != 1 else ''} (Δ: vs no drop, 95 % CI)",
+                    f"{seed_count(seeds)} (Δ: vs no drop, 95 % CI)",
                     [Bar(name[k], r["deeplab_miou_per_seed"], interval_text(r.get("vs_no_drop"), none=""))
                      for k, r in rows.items()])
     labels = Panel("the kept labels against the oracle's masks of the same samples",

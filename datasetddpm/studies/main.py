@@ -28,7 +28,7 @@ import numpy as np
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from .common import write_study, write_study_config
+from .common import seed_count, write_study, write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 DIRECT, COLOUR, DDPM = "direct DDPM", "colour RGB-3x3", "DatasetDDPM"
@@ -278,5 +278,5 @@ def main_figure(report: dict):
     seeds = len(report["seeds"])
     panel = Panel(f"{report['test_images']} real test images; blue: direct mode, orange: a segmenter trained on "
                   f"{report['pairs']} kept synthetic pairs", bars)
-    return bars_figure([panel], f"Main study: mIoU, mean ± std over {seeds} seed{'s' if seeds != 1 else ''} "
+    return bars_figure([panel], f"Main study: mIoU, mean ± std over {seed_count(seeds)} "
                                 "(dots: seeds; Δ: 95 % CI)")

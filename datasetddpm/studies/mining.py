@@ -27,7 +27,7 @@ import numpy as np
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..segmenters.metrics import iou_per_class
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, first_samples
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, first_samples, seed_count
 from .common import write_study, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, interval_text, miou_of
@@ -151,7 +151,7 @@ def mining_figure(report: dict):
     arms, pref = report["arms"], report["prefer_classes"]
     seeds = len(report["deeplab_seeds"])
     first = "vs_default_filter" if DEFAULT in arms else "vs_least_uncertain"
-    overall = Panel(f"mIoU, {report['test_images']} real test images, {seeds} seed{'s' if seeds != 1 else ''} "
+    overall = Panel(f"mIoU, {report['test_images']} real test images, {seed_count(seeds)} "
                     f"(Δ: {first[3:].replace('_', ' ')}, 95 % CI)",
                     [Bar(arm, r["miou_per_seed"], interval_text(r.get(first), none="")) for arm, r in arms.items()])
     classes = Panel(f"IoU of the preferred classes ({', '.join(pref)}), mean over seeds",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
+from .common import seed_count
+
 MIOU_AXIS = "mIoU (%)"
 SEED_DOT = dict(s=12, color="#555555", alpha=0.7, zorder=3, linewidths=0)
 
@@ -97,7 +99,7 @@ def curve_figure(xs: list[float], per_seed: list[list[float]], *, title: str, xl
     stats = [_mean_std(v) for v in per_seed]
     seeds = max(len(v) for v in per_seed)
     ax.errorbar(xs, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], color="C0", capsize=3, zorder=2,
-                label=f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}")
+                label=f"mean ± std over {seed_count(seeds)}")
     if flat and any(flat):
         ax.scatter([x for x, f in zip(xs, flat) if f], [100 * m for (m, _), f in zip(stats, flat) if f], s=60,
                    facecolors="none", edgecolors="C3", zorder=4, label=flat_label)

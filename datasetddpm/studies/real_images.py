@@ -21,6 +21,7 @@ from ..data.images import list_images
 from ..errors import OptionError
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, write_study, write_study_config
+from .common import seed_count
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, interval_text, miou_of
 
@@ -142,6 +143,6 @@ def real_images_figure(report: dict):
     seeds = len(report["deeplab_seeds"])
     bars = [Bar(f"{arm} ({r['pairs']} pairs)", r["miou_per_seed"], interval_text(r.get("vs_synthetic"), none=""))
             for arm, r in report["arms"].items()]
-    panel = Panel(f"{report['test_images']} real test images, {seeds} seed{'s' if seeds != 1 else ''} "
+    panel = Panel(f"{report['test_images']} real test images, {seed_count(seeds)} "
                   "(Δ: vs synthetic, 95 % CI)", bars)
     return bars_figure([panel], f"Real-images study: {segmenter_name(report)} trained on ensemble-labelled pairs")

@@ -33,7 +33,7 @@ from ..pipeline.config import SampleConfig, sample_seed
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import label_run, sample_run
 from ..segmenters.model import load_segmenter
-from .common import SegmenterChoice, deeplab_over_seeds, segmenter_name, segmenter_note, write_study
+from .common import SegmenterChoice, deeplab_over_seeds, seed_count, segmenter_name, segmenter_note, write_study
 from .common import write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of, paired_bootstrap, per_item_confusions
 
@@ -221,7 +221,7 @@ def samplers_figure(report: dict):
     name = {s: f"{s} ({r['unet_evaluations']} evals)" for s, r in rows.items()}
     seeds = len(report.get("deeplab_seeds", [0]))
     deeplab = Panel(f"{segmenter_name(report)} on each sampler's kept pairs, {report['test_images']} real test images, "
-                    f"{seeds} seed{'s' if seeds != 1 else ''} (Δ: vs {report['baseline']}, 95 % CI)",
+                    f"{seed_count(seeds)} (Δ: vs {report['baseline']}, 95 % CI)",
                     [Bar(name[s], r["deeplab_miou_per_seed"], interval_text(r.get("deeplab_miou_vs_baseline"), none=""))
                      for s, r in rows.items()])
     labels = Panel(f"the ensemble's labels of {report['samples']} samples against the oracle's masks",

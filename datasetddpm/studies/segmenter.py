@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from .common import write_study, write_study_config
+from .common import seed_count, write_study, write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of
 
 # name -> (what it changes, the DeepLabTrainConfig fields it sets beside the baseline's)
@@ -150,5 +150,5 @@ def segmenter_figure(report: dict):
     bars = [Bar(f"{name} ({r['epochs']} epochs)", r["miou_per_seed"], interval_text(r.get("vs_baseline"), none=""))
             for name, r in report["rows"].items()]
     panel = Panel(f"{report['pairs']} kept pairs, {report['test_images']} real test images, "
-                  f"{seeds} seed{'s' if seeds != 1 else ''} (Δ: vs the first setting, 95 % CI)", bars)
+                  f"{seed_count(seeds)} (Δ: vs the first setting, 95 % CI)", bars)
     return bars_figure([panel], "Segmenter study")

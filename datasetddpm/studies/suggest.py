@@ -23,7 +23,7 @@ from ..errors import OptionError
 from ..io import read_json, write_json
 from ..segmenters.metrics import iou_per_class
 from ..seeds import stream_seed
-from .common import train_and_test, write_study, write_study_config
+from .common import seed_count, train_and_test, write_study, write_study_config
 from ..suggest import choose
 from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
@@ -149,7 +149,7 @@ def suggest_figure(report: dict):
     seeds = len(report["seeds"])
     bars = [Bar(arm, r["miou_per_seed"], interval_text(r.get("vs_random"), none=""))
             for arm, r in report["arms"].items()]
-    panel = Panel(f"{report['test_images']} real test images, {seeds} seed{'s' if seeds != 1 else ''} "
+    panel = Panel(f"{report['test_images']} real test images, {seed_count(seeds)} "
                   "(Δ: vs random, 95 % CI)", bars,
                   reference=(f"start: {report['start']} random images", report["start_miou_mean"]))
     return bars_figure([panel], f"Suggest study: {report['start']} labelled images + {report['add']} chosen by "

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from .common import write_study, write_study_config
+from .common import seed_count, write_study, write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 STANDARD, VISITED, TRAJECTORY = "standard", "standard, visited steps", "trajectory"
@@ -213,5 +213,5 @@ def trajectory_figure(report: dict):
     bars = [Bar(f"{arm} (t = {', '.join(map(str, r['steps']))})", r["label_miou_per_seed"],
                 interval_text(r.get("vs_standard"), none="")) for arm, r in report["arms"].items()]
     panel = Panel(f"labels of {report['samples']} samples ({report['sampler']}-{report['sampling_steps']}) against the "
-                  f"oracle, {seeds} seed{'s' if seeds != 1 else ''} (Δ: vs standard, 95 % CI)", bars)
+                  f"oracle, {seed_count(seeds)} (Δ: vs standard, 95 % CI)", bars)
     return bars_figure([panel], "Trajectory study: activations kept while sampling vs a feature pass")
