@@ -122,7 +122,8 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
 
 
 def plan_label(run: Path, cfg, ensemble: str | Path, *, world: int = 1, device: str | torch.device = "cpu") -> Plan:
-    from .pipeline.generate import LABEL_BATCH, Labeller, filled
+    from .pipeline.generate import LABEL_BATCH, Labeller
+    from .seeds import filled
     from .pipeline.shards import ShardStore
     store = ShardStore(run)
     ids, images = store.read_images(0)

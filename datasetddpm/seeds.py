@@ -21,3 +21,12 @@ def sample_seed(run_seed: int, index: int) -> int:
 def stream_seed(run_seed: int, stream: str, index: int) -> int:
     """Seed of item `index` of a named stream (`STREAMS`)."""
     return int(np.random.SeedSequence([run_seed, index, STREAMS[stream]]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def filled(items: list, size: int) -> list:
+    """`items` filled up to a multiple of `size` with copies of the last one (the callers drop what the copies
+    give). Every batch the sampler or the labeller runs then has the run's batch shape, so a sample's image,
+    labels and score depend on its seed only, not on how many samples share its batch: the UNet's kernels
+    round differently for another batch shape, and the last batch of a shard, or of a run of another
+    length, would otherwise give the same seed other bits."""
+    return list(items) + list(items[-1:]) * (-len(items) % size)

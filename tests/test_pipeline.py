@@ -194,3 +194,30 @@ def test_the_sampler_and_labeller_run_only_full_batches(tiny_model_dir, tiny_ens
         assert (short.masks_dir(1) / name).read_bytes() == (full.masks_dir(1) / name).read_bytes()
     scores = [{r["id"]: r["uncertainty"] for r in s.read_sidecar(1, labels=True)["samples"]} for s in (short, full)]
     assert scores[0] == {i: scores[1][i] for i in (4, 5)}
+
+
+def test_annotation_exports_and_sample_checks_sample_only_full_batches(tiny_generator, tmp_path, monkeypatch):
+    """`annotate` and `check-samples` sample in chunks too: every call gets the full batch size (the last
+    chunk filled with copies of its last seed, their images dropped), so an export of 3 samples has the
+    bits of the first 3 of an export of 4."""
+    from datasetddpm.data.oracle import check_samples
+    from datasetddpm.pipeline.annotate import export_for_annotation
+    from datasetddpm.segmenters.model import SegmenterConfig, create_segmenter
+    sampled, real_sample = [], type(tiny_generator).sample
+
+    def sample(self, seeds, **kw):
+        sampled.append(list(seeds))
+        return real_sample(self, seeds, **kw)
+
+    monkeypatch.setattr(type(tiny_generator), "sample", sample)
+    for k in (3, 4):
+        paths = export_for_annotation(tiny_generator, k, tmp_path / f"k{k}", num_steps=2, batch_size=2)
+        assert len(paths) == k
+    assert [len(s) for s in sampled] == [2] * 4 and sampled[1][1] == sampled[1][0]  # seed 2, then its copy
+    for i in range(3):
+        name = f"sample_{i:05d}.png"
+        assert (tmp_path / "k3" / name).read_bytes() == (tmp_path / "k4" / name).read_bytes()
+    sampled.clear()
+    oracle = create_segmenter(SegmenterConfig(num_classes=7, arch="unet")).eval()
+    report = check_samples(tiny_generator, oracle, tmp_path / "check", n=3, num_steps=2, batch_size=2, progress=False)
+    assert [len(s) for s in sampled] == [2, 2] and report["num_samples"] == 3

@@ -18,7 +18,7 @@ import torch
 
 from ..io import write_json
 from ..rundir import CONFIG_FILE, training_dir
-from ..seeds import stream_seed
+from ..seeds import filled, stream_seed
 from ..segmenters.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..segmenters.model import Segmenter, SegmenterConfig, create_segmenter, load_segmenter, predict
 from ..segmenters.train import SegTrainConfig, train_segmenter
@@ -136,7 +136,9 @@ def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int =
     with progress_bar(progress) as bar:
         task = bar.add_task("sample", total=n, info=f"{sampler}-{num_steps}")
         for i in range(0, n, batch_size):
-            batches.append(generator.sample(seeds[i:i + batch_size], sampler=sampler, num_steps=num_steps))
+            chunk = seeds[i:i + batch_size]  # sampled as a full batch, so its bits do not depend on n
+            batches.append(generator.sample(filled(chunk, batch_size), sampler=sampler,
+                                            num_steps=num_steps)[:len(chunk)])
             bar.update(task, advance=len(batches[-1]))
     samples = torch.cat(batches).permute(0, 2, 3, 1).numpy()
     report = sample_report(oracle, samples)

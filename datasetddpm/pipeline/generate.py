@@ -21,6 +21,7 @@ from ..errors import DatasetDDPMError, InputError, OptionError
 from ..io import check_output_dir, read_json, run_lock
 from ..generators.loading import load_generator
 from ..progress import progress_bar
+from ..seeds import filled
 from .config import SampleConfig, claim_manifest, sample_seed
 from .shards import ShardStore
 
@@ -32,15 +33,6 @@ def ensemble_hash(ensemble_dir: str | Path) -> str:
     for name in ("ensemble.json", "ensemble.safetensors"):
         h.update((Path(ensemble_dir) / name).read_bytes())
     return h.hexdigest()[:16]
-
-
-def filled(items: list, size: int) -> list:
-    """`items` filled up to a multiple of `size` with copies of the last one (the callers drop what the copies
-    give). Every batch the sampler or the labeller runs then has the run's batch shape, so a sample's image,
-    labels and score depend on its seed only, not on how many samples share its batch: the UNet's kernels
-    round differently for another batch shape, and the last batch of a shard, or of a run of another
-    length, would otherwise give the same seed other bits."""
-    return list(items) + list(items[-1:]) * (-len(items) % size)
 
 
 LABEL_BATCH = 8  # images per UNet pass when labelling (direct.segment's default)
