@@ -40,12 +40,14 @@ benchmarks-quick: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py --quick
 
 # Wheels a bare, offline GPU machine (Python 3.12, x86_64, its own torch) lacks, at the versions this venv
-# resolved; carry .device-wheels/ there and run the one line in DEVICE_COMMAND. The GPU suite trains
-# DeepLab without augmentation there, so albumentations (and the 35 MB scipy it needs) stay behind;
-# huggingface_hub comes with its own dependencies, as the machine's copy may be older than diffusers needs.
+# resolved; carry .device-wheels/ there and run the one line in DEVICE_COMMAND. huggingface_hub comes with its
+# own dependencies, as the machine's copy may be older than diffusers needs. albumentations and the
+# dependencies the machine lacks come too (it has scipy, OpenCV and PyYAML), so `train-deeplab` and the
+# studies augment there as here; the GPU suite itself trains DeepLab without augmentation.
 DEVICE_WHEELS := .device-wheels
 DEVICE_PACKAGES := diffusers segmentation_models_pytorch huggingface_hub hf-xet httpx2 httpcore2 h11 anyio idna \
-	truststore click typing_extensions importlib_metadata lazy-importer zipp regex
+	truststore click typing_extensions importlib_metadata lazy-importer zipp regex \
+	albumentations albucore simsimd stringzilla pydantic pydantic_core annotated-types typing-inspection
 DEVICE_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS)/*.whl && \
 	NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=. python3 benchmarks/gpu.py --out $$OUT
 # Retraining the embedded DDPM there (about 8 min; runs, sample reports and gpu_ddpm.json under $$OUT):

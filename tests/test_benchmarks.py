@@ -10,8 +10,8 @@ NAMES = ["labelling_head", "segment_embedded", "ensemble_training_memory", "lsun
 
 
 def bare_gpu_machine_env(tmp_path: Path) -> dict:
-    """The environment of the lent GPU machine as far as imports go: albumentations (not carried there, see
-    the Makefile's device-wheels) cannot be imported."""
+    """The lent GPU machine before the Makefile's device-wheels are installed there, as far as imports go:
+    albumentations cannot be imported, and the GPU suite (no augmentation) must run without it."""
     import os
     blocker = tmp_path / "bare" / "albumentations"
     blocker.mkdir(parents=True)
