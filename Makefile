@@ -53,6 +53,17 @@ DEVICE_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS
 # Retraining the embedded DDPM there (about 8 min; runs, sample reports and gpu_ddpm.json under $$OUT):
 DEVICE_DDPM_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS)/*.whl && \
 	PYTHONPATH=. python3 training/gpu_ddpm.py --out $$OUT --minutes 7
+# The synthetic-size study at the sizes a CPU cannot reach, all on the GPU (its own data, ensemble, samples
+# and segmenters; resumable: the same line again on the still-warm machine continues it). $$OUT gets one
+# tar of study.json/md/png, if it finished, and every finished size's and seed's confusions and seconds.
+DEVICE_SYNTHETIC_SIZE_COMMAND := python3 -m pip install -q --no-index --no-deps $(DEVICE_WHEELS)/*.whl && \
+	export NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=. && D="python3 -m datasetddpm" W=runs/gpu_synthetic_size && \
+	{ [ -f $$W/data/.done ] || { $$D make-dataset --out $$W/data && touch $$W/data/.done; }; } && \
+	{ [ -f $$W/ens/ensemble.json ] || $$D train-ensemble --data $$W/data --out $$W/ens --seed 0 --device cuda --quiet; } && \
+	{ timeout 420 $$D study synthetic-size --ensemble $$W/ens --data $$W/data --arch unet --real-fraction 0.1 \
+	--deeplab-epochs 12 --device cuda --quiet --out $$W/study --sizes 1000,2000,4000,8000,16000,32000 \
+	--deeplab-seeds 0,1; tar cf $$OUT/synthetic_size.tar -C $$W/study \
+	$$(cd $$W/study && ls study.* deeplab-*/seed-*/test_confusions.npy deeplab-*/seed-*/train_seconds.json 2>/dev/null); }
 
 device-wheels: $(VENV)/.installed
 	rm -rf $(DEVICE_WHEELS) && mkdir -p $(DEVICE_WHEELS)
@@ -64,6 +75,7 @@ device-wheels: $(VENV)/.installed
 	@du -sh $(DEVICE_WHEELS)
 	@echo 'on the GPU machine (carry $(DEVICE_WHEELS)): $(DEVICE_COMMAND)'
 	@echo 'to retrain the embedded DDPM there: $(DEVICE_DDPM_COMMAND)'
+	@echo 'the synthetic-size study there: $(DEVICE_SYNTHETIC_SIZE_COMMAND)'
 
 clean:
 	rm -rf runs .pytest_cache
