@@ -362,8 +362,29 @@ def test_synthetic_size_saturation_known_answers():
     gain = {"difference": 0.02, "significant": True}
     rows = {"250": {}, "500": {"vs_previous": gain}, "1000": {"vs_previous": {"difference": 0.004, "significant": False}},
             "2000": {"vs_previous": gain}}
-    assert saturation(rows) == 1000 and saturation({"250": {}, "500": {"vs_previous": gain}}) is None
+    assert saturation(rows) is None and saturation({"250": {}, "500": {"vs_previous": gain}}) is None  # a plateau
+    flat = {"difference": 0.004, "significant": False}
+    assert saturation({**rows, "2000": {"vs_previous": flat}}) == 1000  # no later step is a gain
+    assert saturation({**rows, "2000": {"vs_previous": flat}, "4000": {"vs_previous": gain}}) is None
+    assert saturation({**rows, "2000": {"vs_previous": gain}, "4000": {"vs_previous": flat}}) == 4000
     assert saturation({"1": {}, "2": {"vs_previous": {"difference": -0.05, "significant": True}}}) == 2  # a loss
+    from datasetddpm.studies.synthetic_size import synthetic_size_markdown
+
+    def tail(steps: dict) -> str:
+        rows = {k: {"pairs": int(k), "samples": int(k), "epochs": 1, "optimisation_steps": 1, "miou_mean": 0.5,
+                    "miou_std": 0.0, **({"vs_previous": {"size": 0, "ci_low": 0, "ci_high": 0, **v}} if v else {})}
+                for k, v in steps.items()}
+        report = {"deeplab_seeds": [0], "test_images": 1, "samples": 1, "sampler": "ddim", "sampling_steps": 1,
+                  "budget": {"text": "x"}, "rows": rows, "saturates_at": saturation(rows)}
+        return synthetic_size_markdown(report).strip().splitlines()[-1]
+
+    steps = {"250": None, "500": gain, "1000": flat, "2000": gain}
+    assert tail(steps) == ("No saturation up to 2000 pairs: the last step up is a significant gain; the step to 1000 "
+                           "is not, a plateau within the noise.")
+    assert tail({**steps, "2000": flat}) == ("Saturates at 1000 pairs: from there on no step up in size is a "
+                                             "significant gain.")
+    assert tail({"250": None, "500": gain}) == ("Every step up in size is a significant gain: no saturation up to "
+                                                "500 pairs.")
     cfg = SyntheticSizeConfig(sizes=(250, 1000, 4000), deeplab_epochs=6)
     assert [cfg.samples(s) for s in cfg.sizes] == [278, 1112, 4445] and cfg.epochs(250) == 6
     assert [SyntheticSizeConfig(sizes=(250, 1000, 4000), budget="steps").epochs(s) for s in (250, 1000, 4000)] == [96, 24, 6]

@@ -132,12 +132,19 @@ def size_row(size: int, card: dict, confusions: dict, cfg: SyntheticSizeConfig, 
 
 
 def saturation(rows: dict) -> int | None:
-    """The first size whose gain over the previous size is not significant (None: every step up is)."""
+    """The size from which no step up is a significant gain: neither the step to it nor any later one (None:
+    the last step is a significant gain). A step that is not significant followed by one that is is a
+    plateau within the noise, not saturation: the curve still rises."""
+    at = None
     for key, r in rows.items():
         d = r.get("vs_previous")
-        if d is not None and not (d["significant"] and d["difference"] > 0):
-            return int(key)
-    return None
+        if d is None:
+            continue
+        if d["significant"] and d["difference"] > 0:
+            at = None
+        elif at is None:
+            at = int(key)
+    return at
 
 
 def synthetic_size_markdown(report: dict) -> str:
@@ -153,11 +160,15 @@ def synthetic_size_markdown(report: dict) -> str:
                                        f"{100 * d['ci_high']:+.1f}] vs {d['size']}" + ("" if d["significant"] else " (n.s.)"))
         lines.append(f"| {r['pairs']} | {r['samples']} | {r['epochs']} | {r['optimisation_steps']} | "
                      f"{_mean_std(r, report)} | {delta} |")
-    at = report["saturates_at"]
-    if at is None:
-        tail = f"Every step up in size is a significant gain: no saturation up to {list(report['rows'])[-1]} pairs."
+    at, last = report["saturates_at"], list(report["rows"])[-1]
+    flat = [k for k, r in report["rows"].items() if "vs_previous" in r and not r["vs_previous"]["significant"]]
+    if at is not None:
+        tail = f"Saturates at {at} pairs: from there on no step up in size is a significant gain."
+    elif flat:
+        tail = (f"No saturation up to {last} pairs: the last step up is a significant gain; the step to "
+                f"{', '.join(flat)} is not, a plateau within the noise.")
     else:
-        tail = f"Saturates at {at} pairs: the first size whose gain over the previous one is not significant."
+        tail = f"Every step up in size is a significant gain: no saturation up to {last} pairs."
     return "\n".join(lines) + f"\n\n{tail}\n" + segmenter_note(report)
 
 
