@@ -383,6 +383,8 @@ def test_synthetic_size_saturation_known_answers():
                            "is not, a plateau within the noise.")
     assert tail({**steps, "2000": flat}) == ("Saturates at 1000 pairs: from there on no step up in size is a "
                                              "significant gain.")
+    assert tail({**steps, "4000": flat, "8000": gain}).endswith("the steps to 1000 and 4000 are not, a plateau "
+                                                                "within the noise.")
     assert tail({"250": None, "500": gain}) == ("Every step up in size is a significant gain: no saturation up to "
                                                 "500 pairs.")
     cfg = SyntheticSizeConfig(sizes=(250, 1000, 4000), deeplab_epochs=6)

@@ -161,12 +161,15 @@ def synthetic_size_markdown(report: dict) -> str:
         lines.append(f"| {r['pairs']} | {r['samples']} | {r['epochs']} | {r['optimisation_steps']} | "
                      f"{_mean_std(r, report)} | {delta} |")
     at, last = report["saturates_at"], list(report["rows"])[-1]
-    flat = [k for k, r in report["rows"].items() if "vs_previous" in r and not r["vs_previous"]["significant"]]
+    flat = [k for k, r in report["rows"].items()
+            if "vs_previous" in r and not (r["vs_previous"]["significant"] and r["vs_previous"]["difference"] > 0)]
     if at is not None:
         tail = f"Saturates at {at} pairs: from there on no step up in size is a significant gain."
     elif flat:
-        tail = (f"No saturation up to {last} pairs: the last step up is a significant gain; the step to "
-                f"{', '.join(flat)} is not, a plateau within the noise.")
+        steps = (f"the step to {flat[0]} is" if len(flat) == 1 else
+                 f"the steps to {', '.join(flat[:-1])} and {flat[-1]} are")
+        tail = (f"No saturation up to {last} pairs: the last step up is a significant gain; {steps} not, a "
+                f"plateau within the noise.")
     else:
         tail = f"Every step up in size is a significant gain: no saturation up to {last} pairs."
     return "\n".join(lines) + f"\n\n{tail}\n" + segmenter_note(report)
