@@ -119,3 +119,16 @@ def test_report_plot_draws_a_study_picture_and_refuses_bad_requests(tmp_path):
     one_line_error(run("report", ROOT / "docs/demo/demo.json", "--view", "demo-compare", "--plot", tmp_path / "d.png"),
                    "--view", "has no picture")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+
+
+def test_synthetic_size_confusions_are_the_ones_behind_its_table():
+    """docs/studies/synthetic_size/confusions.npz keeps every size's and seed's per-image test confusions (a
+    later session's sizes resume from them): each seed's mIoU and each step's difference recompute."""
+    import numpy as np
+    from datasetddpm.studies.stats import miou_of
+    study = ROOT / "docs" / "studies" / "synthetic_size"
+    report = json.loads((study / "study.json").read_text())
+    with np.load(study / "confusions.npz") as kept:
+        for size, row in report["rows"].items():
+            confusions = [kept[f"deeplab-{size}.seed-{s}"] for s in report["deeplab_seeds"]]
+            assert [miou_of(c, 255) for c in confusions] == pytest.approx(row["miou_per_seed"], abs=1e-12)
