@@ -123,24 +123,23 @@ def plan_sample(cfg, *, ensemble: str | Path | None = None, committed: int = 0, 
 
 def plan_label(run: Path, cfg, ensemble: str | Path, *, world: int = 1, device: str | torch.device = "cpu") -> Plan:
     from .pipeline.generate import LABEL_BATCH, Labeller
-    from .seeds import filled
     from .pipeline.shards import ShardStore
     store = ShardStore(run)
     ids, images = store.read_images(0)
-    images = images[:LABEL_BATCH]  # one full labelling batch, as the labeller runs them
+    images = images[:LABEL_BATCH]
     generator = load_generator(cfg.model, device)
     labeller = Labeller(ensemble, generator, device)
     if hasattr(labeller, "remember"):
         labeller.remember(images, [r["seed"] for r in store.read_sidecar(0)["samples"]][:len(images)])
     labeller(images[:1])  # warm-up
-    secs, seg = _timed(labeller, images)
-    secs *= len(images) / len(filled(list(images), LABEL_BATCH))  # fewer images still cost a full batch
+    # one full labelling batch (the labeller always runs full ones), the shard's first images repeated
+    secs, seg = _timed(labeller, np.resize(images, (LABEL_BATCH, *images.shape[1:])))
     todo = sum(len(cfg.shard_range(k)) for k in range(cfg.num_shards) if not store.committed(k, labels=True))
     plan = Plan("label")
     plan.add("samples to label", f"{todo} of {cfg.n}")
     plan.add("disk needed", f"about {_mib(_png_bytes(seg.labels.astype(np.uint8)) * todo)} of masks")
-    plan.seconds = secs / len(images) * todo / world
-    plan.timed = f"labelling {len(images)} sample(s) on {device}"
+    plan.seconds = secs / LABEL_BATCH * todo / world
+    plan.timed = f"labelling {LABEL_BATCH} sample(s) on {device}"
     return plan
 
 

@@ -30,3 +30,11 @@ def filled(items: list, size: int) -> list:
     round differently for another batch shape, and the last batch of a shard, or of a run of another
     length, would otherwise give the same seed other bits."""
     return list(items) + list(items[-1:]) * (-len(items) % size)
+
+
+def sample_in_full_batches(generator, seeds: list[int], batch_size: int, **sample_kw):
+    """Yield `generator.sample`'s images of `seeds`, `batch_size` at a time, each call a full batch (the last
+    one `filled`, the copies' images dropped): sample i has the same bits whatever len(seeds) is."""
+    for i in range(0, len(seeds), batch_size):
+        chunk = seeds[i:i + batch_size]
+        yield generator.sample(filled(chunk, batch_size), **sample_kw)[:len(chunk)]

@@ -18,7 +18,7 @@ import torch
 
 from ..io import write_json
 from ..rundir import CONFIG_FILE, training_dir
-from ..seeds import filled, stream_seed
+from ..seeds import sample_in_full_batches, stream_seed
 from ..segmenters.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..segmenters.model import Segmenter, SegmenterConfig, create_segmenter, load_segmenter, predict
 from ..segmenters.train import SegTrainConfig, train_segmenter
@@ -135,11 +135,9 @@ def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int =
     batches = []
     with progress_bar(progress) as bar:
         task = bar.add_task("sample", total=n, info=f"{sampler}-{num_steps}")
-        for i in range(0, n, batch_size):
-            chunk = seeds[i:i + batch_size]  # sampled as a full batch, so its bits do not depend on n
-            batches.append(generator.sample(filled(chunk, batch_size), sampler=sampler,
-                                            num_steps=num_steps)[:len(chunk)])
-            bar.update(task, advance=len(batches[-1]))
+        for images in sample_in_full_batches(generator, seeds, batch_size, sampler=sampler, num_steps=num_steps):
+            batches.append(images)
+            bar.update(task, advance=len(images))
     samples = torch.cat(batches).permute(0, 2, 3, 1).numpy()
     report = sample_report(oracle, samples)
     preds = report.pop("_sample_predictions")

@@ -18,7 +18,7 @@ from ..data.images import write_image
 from ..errors import InputError
 from ..generators.stylegan2 import NO_LATENT
 from ..io import atomic_path, load_tensors, read_json, save_tensors, write_json
-from ..seeds import filled, stream_seed
+from ..seeds import sample_in_full_batches, stream_seed
 LATENTS_FILE = "latents.safetensors"  # latent-based generators: z and w of every exported sample
 
 
@@ -26,10 +26,8 @@ def export_for_annotation(generator, k: int, out_dir: str | Path, *, seed: int =
                           num_steps: int = 50, batch_size: int = 50, oracle=None) -> list[Path]:
     out = Path(out_dir)
     seeds = [stream_seed(seed, "annotation", i) for i in range(k)]  # never the images of any run
-    # full batches only (the last one filled): an export's sample i has the same bits whatever k is
-    images = torch.cat([generator.sample(filled(seeds[i:i + batch_size], batch_size), sampler=sampler,
-                                         num_steps=num_steps)[:len(seeds[i:i + batch_size])]
-                        for i in range(0, k, batch_size)])
+    images = torch.cat(list(sample_in_full_batches(generator, seeds, batch_size, sampler=sampler,
+                                                   num_steps=num_steps)))
     masks = None
     if oracle is not None:
         from ..segmenters.model import predict
