@@ -131,6 +131,11 @@ def size_row(size: int, card: dict, confusions: dict, cfg: SyntheticSizeConfig, 
     return row
 
 
+def is_gain(step: dict) -> bool:
+    """A step up in size (a row's vs_previous) that is a significant gain."""
+    return step["significant"] and step["difference"] > 0
+
+
 def saturation(rows: dict) -> int | None:
     """The size from which no step up is a significant gain: neither the step to it nor any later one (None:
     the last step is a significant gain). A step that is not significant followed by one that is is a
@@ -140,7 +145,7 @@ def saturation(rows: dict) -> int | None:
         d = r.get("vs_previous")
         if d is None:
             continue
-        if d["significant"] and d["difference"] > 0:
+        if is_gain(d):
             at = None
         elif at is None:
             at = int(key)
@@ -161,8 +166,7 @@ def synthetic_size_markdown(report: dict) -> str:
         lines.append(f"| {r['pairs']} | {r['samples']} | {r['epochs']} | {r['optimisation_steps']} | "
                      f"{_mean_std(r, report)} | {delta} |")
     at, last = report["saturates_at"], list(report["rows"])[-1]
-    flat = [k for k, r in report["rows"].items()
-            if "vs_previous" in r and not (r["vs_previous"]["significant"] and r["vs_previous"]["difference"] > 0)]
+    flat = [k for k, r in report["rows"].items() if "vs_previous" in r and not is_gain(r["vs_previous"])]
     if at is not None:
         tail = f"Saturates at {at} pairs: from there on no step up in size is a significant gain."
     elif flat:
