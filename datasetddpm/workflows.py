@@ -13,7 +13,7 @@ import torch
 from .data.folders import read_images, read_labelled, resolve_split
 from .data.images import write_mask_png
 from .direct import Evaluation, FeatureSource, evaluate_labels, fit_ensemble, segment
-from .ensemble.model import PixelEnsemble, load_ensemble, save_ensemble
+from .ensemble.model import PixelEnsemble, holds_ensemble, load_ensemble, save_ensemble
 from .ensemble.train import EnsembleTrainConfig
 from .errors import InputError, OptionError
 from .generators.base import FeatureSpec
@@ -144,10 +144,16 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
     with run_lock(out):
         remove_stale_temporaries(out)
         training = {**log, "data": str(folder), "images": len(labelled), "seed": train.seed, "members": train.members}
-        save_ensemble(out, ensemble, {"training": training})
+        # A rerun that reproduces the checkpoint bit for bit leaves its files as they are: runs labelled with it
+        # record a hash of those files (training log included), which rewriting them would change.
+        unchanged = holds_ensemble(out, ensemble)
+        if unchanged:  # the plot shows the training log stored with these files
+            training = read_json(Path(out) / "ensemble.json").get("training", training)
+        else:
+            save_ensemble(out, ensemble, {"training": training})
         from .figures import plot_ensemble_log
         plot_ensemble_log(training, Path(out) / "training_curves.png")
-    return log
+    return {**log, "unchanged": unchanged}
 
 
 def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | Path | None = None,

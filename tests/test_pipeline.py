@@ -57,6 +57,28 @@ def test_changed_config_refuses_to_resume(tiny_model_dir, tmp_path):
     assert runner.invoke(app, changed + ["--overwrite"]).exit_code == 0
 
 
+def test_retraining_the_same_ensemble_keeps_labelled_runs_valid(tiny_model_dir, tiny_dataset, tmp_path):
+    ens, run = tmp_path / "ens", tmp_path / "run"
+
+    def train(*extra):
+        return runner.invoke(app, ["train-ensemble", "--data", str(tiny_dataset), "--out", str(ens), "--model",
+                                   str(tiny_model_dir), "--blocks", "1,4", "--steps", "50", "--members", "2",
+                                   "--threads", "1", "--quiet", *extra])
+
+    assert train().exit_code == 0
+    files = {p.name: p.read_bytes() for p in ens.iterdir()}
+    assert runner.invoke(app, _sample_args(run, tiny_model_dir, ens)).exit_code == 0
+    again = train()  # same data and seed: the same weights; its log (seconds) would differ
+    assert again.exit_code == 0 and "left as it was" in again.output, again.output
+    assert {p.name: p.read_bytes() for p in ens.iterdir()} == files
+    assert runner.invoke(app, _sample_args(run, tiny_model_dir, ens)).exit_code == 0  # resumes: nothing to redo
+    other = train("--seed", "1")
+    assert other.exit_code == 0 and "left as it was" not in other.output
+    assert (ens / "ensemble.safetensors").read_bytes() != files["ensemble.safetensors"]
+    refused = runner.invoke(app, _sample_args(run, tiny_model_dir, ens))
+    assert refused.exit_code == 2 and "different config" in refused.output
+
+
 def test_gpus_without_gpus_is_a_clear_error(tiny_model_dir, tmp_path):
     result = runner.invoke(app, _sample_args(tmp_path / "g", tiny_model_dir) + ["--gpus", "4"])
     assert result.exit_code == 2

@@ -66,6 +66,9 @@ def train_ensemble_command(
                                 train=EnsembleTrainConfig(members=members, seed=seed), device=dev,
                                 progress=not quiet)
     typer.echo(f"ensemble: {out} ({log['pixels']} pixels, {log['epochs']} epochs, {log['seconds_total']} s)")
+    if log["unchanged"]:
+        typer.echo(f"{out} already held these weights, bit for bit: left as it was, so runs labelled with it "
+                   f"stay valid")
 
 
 @command("segment")

@@ -109,6 +109,20 @@ def save_ensemble(directory: str | Path, ensemble: PixelEnsemble, extra: dict | 
                      fmt=FORMAT, body={"ensemble": asdict(ensemble.cfg), **(extra or {})})
 
 
+def holds_ensemble(directory: str | Path, ensemble: PixelEnsemble) -> bool:
+    """`directory` already holds `ensemble`: the same config and bit-identical weights."""
+    directory = Path(directory)
+    if not (directory / "ensemble.json").is_file() or not (directory / "ensemble.safetensors").is_file():
+        return False
+    try:
+        stored = load_ensemble(directory)
+    except Exception:  # noqa: BLE001 - whatever is there and unreadable is not this ensemble; it gets replaced
+        return False
+    new, old = ensemble.state_dict(), stored.state_dict()
+    return (stored.cfg == ensemble.cfg and new.keys() == old.keys()
+            and all(new[k].dtype == old[k].dtype and torch.equal(new[k].cpu(), old[k]) for k in new))
+
+
 def load_ensemble(directory: str | Path) -> PixelEnsemble:
     raw = dict(read_checkpoint_meta(directory, "ensemble.json", FORMAT, "ensemble")["ensemble"])
     raw["class_names"] = tuple(raw.get("class_names", ()))
