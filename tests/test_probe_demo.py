@@ -33,6 +33,23 @@ def test_demo_same_seed_same_miou(tiny_model_dir, tmp_path):
     assert (tmp_path / "a" / "demo.json").is_file() and (tmp_path / "a" / "ensemble" / "ensemble.json").is_file()
 
 
+def test_the_demo_ensemble_is_what_train_ensemble_makes(tiny_model_dir, tmp_path):
+    """The README compares the demo's direct-mode score with `train-ensemble --seed 0` ensembles on other CPUs."""
+    from typer.testing import CliRunner
+
+    from datasetddpm.cli.main import get_app
+    from datasetddpm.demo import run_demo
+    run_demo(tmp_path / "demo", train=2, test=2, model=str(tiny_model_dir), progress=False, log=lambda *_: None)
+    result = CliRunner().invoke(get_app(), ["train-ensemble", "--data", str(tmp_path / "demo" / "data"), "--out",
+                                            str(tmp_path / "ens"), "--model", str(tiny_model_dir), "--seed", "0",
+                                            "--quiet"])
+    assert result.exit_code == 0, result.output
+    demo = json.loads((tmp_path / "demo" / "ensemble" / "ensemble.json").read_text())["ensemble"]
+    assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["ensemble"] == demo
+    assert ((tmp_path / "ens" / "ensemble.safetensors").read_bytes()
+            == (tmp_path / "demo" / "ensemble" / "ensemble.safetensors").read_bytes())
+
+
 def test_demo_runs_the_whole_pipeline(tiny_model_dir, tmp_path):
     from datasetddpm.demo import run_demo
     from datasetddpm.ensemble.train import EnsembleTrainConfig
