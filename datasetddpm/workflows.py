@@ -130,6 +130,9 @@ def plan_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *,
     return plan_train_ensemble(source, labelled, problem.num_classes, problem.ignore_label, train, device=device)
 
 
+SAME_TRAINING = ("images", "pixels", "seed", "members", "epochs", "iterations")  # what made the weights, not its time
+
+
 def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
                           limit: int | None = None, train: EnsembleTrainConfig | None = None,
                           device: str | torch.device = "cpu", progress: bool = True) -> dict:
@@ -145,10 +148,12 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
         remove_stale_temporaries(out)
         training = {**log, "data": str(folder), "images": len(labelled), "seed": train.seed, "members": train.members}
         # A rerun that reproduces the checkpoint bit for bit leaves its files as they are: runs labelled with it
-        # record a hash of those files (training log included), which rewriting them would change.
-        unchanged = holds_ensemble(out, ensemble)
+        # record a hash of those files (training log included), which rewriting them would change. The stored
+        # log must describe this training too (a kill between the weights and the JSON leaves another's).
+        stored = read_json(Path(out) / "ensemble.json").get("training", {}) if holds_ensemble(out, ensemble) else {}
+        unchanged = bool(stored) and all(stored.get(k) == training[k] for k in SAME_TRAINING)
         if unchanged:  # the plot shows the training log stored with these files
-            training = read_json(Path(out) / "ensemble.json").get("training", training)
+            training = stored
         else:
             save_ensemble(out, ensemble, {"training": training})
         from .figures import plot_ensemble_log

@@ -77,6 +77,12 @@ def test_retraining_the_same_ensemble_keeps_labelled_runs_valid(tiny_model_dir, 
     assert (ens / "ensemble.safetensors").read_bytes() != files["ensemble.safetensors"]
     refused = runner.invoke(app, _sample_args(run, tiny_model_dir, ens))
     assert refused.exit_code == 2 and "different config" in refused.output
+    # Killed between writing seed 1's weights and its JSON: seed 0's JSON is left beside them. The weights
+    # match a rerun, but the stored log is another training's: the JSON is rewritten.
+    (ens / "ensemble.json").write_bytes(files["ensemble.json"])
+    mended = train("--seed", "1")
+    assert mended.exit_code == 0 and "left as it was" not in mended.output
+    assert json.loads((ens / "ensemble.json").read_text())["training"]["seed"] == 1
 
 
 def test_gpus_without_gpus_is_a_clear_error(tiny_model_dir, tmp_path):
