@@ -364,10 +364,10 @@ def test_synthetic_size_saturation_known_answers():
             "2000": {"vs_previous": gain}}
     assert saturation(rows) is None and saturation({"250": {}, "500": {"vs_previous": gain}}) is None  # a plateau
     flat = {"difference": 0.004, "significant": False}
-    assert saturation({**rows, "2000": {"vs_previous": flat}}) == 1000  # no later step is a gain
+    assert saturation({**rows, "2000": {"vs_previous": flat}}) == 500  # 1000 and 2000 bought nothing
     assert saturation({**rows, "2000": {"vs_previous": flat}, "4000": {"vs_previous": gain}}) is None
-    assert saturation({**rows, "2000": {"vs_previous": gain}, "4000": {"vs_previous": flat}}) == 4000
-    assert saturation({"1": {}, "2": {"vs_previous": {"difference": -0.05, "significant": True}}}) == 2  # a loss
+    assert saturation({**rows, "2000": {"vs_previous": gain}, "4000": {"vs_previous": flat}}) == 2000
+    assert saturation({"1": {}, "2": {"vs_previous": {"difference": -0.05, "significant": True}}}) == 1  # a loss
     from datasetddpm.studies.synthetic_size import synthetic_size_markdown
 
     def tail(steps: dict) -> str:
@@ -381,7 +381,7 @@ def test_synthetic_size_saturation_known_answers():
     steps = {"250": None, "500": gain, "1000": flat, "2000": gain}
     assert tail(steps) == ("No saturation up to 2000 pairs: the last step up is a significant gain; the step to 1000 "
                            "is not, a plateau within the noise.")
-    assert tail({**steps, "2000": flat}) == ("Saturates at 1000 pairs: from there on no step up in size is a "
+    assert tail({**steps, "2000": flat}) == ("Saturates at 500 pairs: from there on no step up in size is a "
                                              "significant gain.")
     assert tail({**steps, "4000": flat, "8000": gain}).endswith("the steps to 1000 and 4000 are not, a plateau "
                                                                 "within the noise.")

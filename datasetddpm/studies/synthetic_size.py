@@ -137,18 +137,19 @@ def is_gain(step: dict) -> bool:
 
 
 def saturation(rows: dict) -> int | None:
-    """The size from which no step up is a significant gain: neither the step to it nor any later one (None:
-    the last step is a significant gain). A step that is not significant followed by one that is is a
-    plateau within the noise, not saturation: the curve still rises."""
-    at = None
+    """The size from which no step up is a significant gain: the steps from it to the next size and on are all
+    not (None: the last step is a significant gain). With 8000 -> 16000 not significant, the curve saturates
+    at 8000: 16000 pairs bought nothing. A step that is not significant followed by one that is is a plateau
+    within the noise, not saturation: the curve still rises."""
+    at, previous = None, None
     for key, r in rows.items():
         d = r.get("vs_previous")
-        if d is None:
-            continue
-        if is_gain(d):
-            at = None
-        elif at is None:
-            at = int(key)
+        if d is not None:
+            if is_gain(d):
+                at = None
+            elif at is None:
+                at = int(previous)
+        previous = key
     return at
 
 
