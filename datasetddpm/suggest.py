@@ -20,6 +20,7 @@ from .direct import segment
 from .ensemble.model import load_ensemble
 from .errors import OptionError
 from .io import atomic_path, check_output_dir, write_json
+from .labelling_tools.preannotations import ensemble_classes, write_preannotations
 
 
 def pooled_features(source, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -44,9 +45,12 @@ def k_center(features: np.ndarray, k: int, first: int) -> list[int]:
 
 
 def choose(source, ensemble, images: np.ndarray, k: int, *, diversity: bool = True,
-           progress: bool = False) -> tuple[list[int], np.ndarray]:
-    """Indices of the `k` images to annotate next (in order) and every image's uncertainty score."""
-    scores = segment(source, ensemble, images, progress=progress).image_uncertainty
+           progress: bool = False, segmentation=None) -> tuple[list[int], np.ndarray]:
+    """Indices of the `k` images to annotate next (in order) and every image's uncertainty score
+    (from `segmentation`, the ensemble's `segment` of `images`, when the caller has it)."""
+    if segmentation is None:
+        segmentation = segment(source, ensemble, images, progress=progress)
+    scores = segmentation.image_uncertainty
     order = np.lexsort((np.arange(len(scores)), -scores))  # most uncertain first; ties by file order
     if diversity and k > 1:
         candidates = order[:min(len(order), 3 * k)]
@@ -56,21 +60,27 @@ def choose(source, ensemble, images: np.ndarray, k: int, *, diversity: bool = Tr
 
 def suggest(images_dir: str | Path, ensemble_dir: str | Path, k: int, out_dir: str | Path, *, diversity: bool = True,
             model: str | None = None, device: str | torch.device = "cpu", progress: bool = True) -> list[dict]:
-    from .workflows import _check_sizes, source_for
+    from .workflows import _check_sizes, check_ensemble_size, source_for
     images, paths = read_images(images_dir)
     if not 1 <= k <= len(paths):
         raise OptionError("--k", f"must be in [1, {len(paths)}] (the images in {images_dir}), got {k}")
     ensemble = load_ensemble(ensemble_dir).to(device)
+    check_ensemble_size(ensemble.cfg, images, paths)
     source = source_for(ensemble, model=model, device=device)
     _check_sizes(source, images, paths)
     check_output_dir(out_dir)
-    picked, scores = choose(source, ensemble, images, k, diversity=diversity, progress=progress)
+    segmentation = segment(source, ensemble, images, progress=progress)
+    picked, scores = choose(source, ensemble, images, k, diversity=diversity, segmentation=segmentation)
     out = Path(out_dir)
     rows = []
     for rank, i in enumerate(picked):
         with atomic_path(out / paths[i].name) as tmp:
             shutil.copyfile(paths[i], tmp)
         rows.append({"rank": rank, "file": paths[i].name, "uncertainty": float(scores[i])})
+    # The annotators start from the ensemble's masks, most uncertain first (Label Studio sorts by score).
+    write_preannotations(out, [r["file"] for r in rows], ensemble_classes(ensemble.cfg),
+                         masks=segmentation.labels[picked], scores=scores[picked],
+                         ignore_label=ensemble.cfg.ignore_label, model_version=f"datasetddpm ensemble {ensemble_dir}")
     write_json(out / "suggestions.json", {"images": str(images_dir), "ensemble": str(ensemble_dir), "k": k,
                                           "diversity": diversity, "suggestions": rows})
     return rows

