@@ -1,5 +1,18 @@
 """User-facing errors: the CLI prints them as one line on stderr and exits non-zero."""
 
+import os
+
+
+def name_bytes(name) -> bytes:
+    """A file name's own bytes (what to hash or compare): Python keeps undecodable bytes of a name as lone
+    surrogates, which `str.encode()` refuses. For UTF-8 names these are the UTF-8 bytes."""
+    return os.fsencode(name)
+
+
+def printable(name) -> str:
+    """A file name as text any terminal and JSON file takes: bytes that are not UTF-8 shown as \\xNN."""
+    return name_bytes(str(name)).decode("utf-8", "backslashreplace")
+
 
 class DatasetDDPMError(Exception):
     """A mistake in the user's input (a file, an option, a checkpoint) with a one-line explanation."""
@@ -10,7 +23,7 @@ class InputError(DatasetDDPMError):
 
     def __init__(self, path, problem: str):
         self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{printable(path)}: {problem}")
 
 
 class OptionError(DatasetDDPMError):

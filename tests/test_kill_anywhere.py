@@ -120,3 +120,25 @@ def test_train_ddpm(tmp_path):
 def test_train_ensemble(tiny_dataset, tmp_path):
     _kill_matrix(tmp_path, lambda d: None, lambda d: ["train-ensemble", "--data", tiny_dataset, "--out", d / "ens",
                                                      "--members", 2, "--threads", 1, "--device", "cpu", "--quiet"])
+
+
+def test_train_ddpm_killed_inside_a_safetensors_write(tmp_path):
+    """SIGKILL halfway through writing a safetensors file (its temporary half written): the rerun sweeps that
+    temporary, and a `.tmpXXXXXX` such as safetensors' own `save_file` leaves beside its target, and ends
+    byte-identical to an uninterrupted run."""
+    command = ["train-ddpm", "--steps", 4, "--checkpoint-every", 1, "--pool-size", 16, "--batch-size", 4,
+               "--channels", "16,32,32", "--threads", 1, "--device", "cpu", "--quiet"]
+    assert _cli([*command, "--out", tmp_path / "reference" / "ddpm"]).returncode == 0
+    expected = _tree(tmp_path / "reference")
+    for at in (1, 4, 7):
+        work = tmp_path / f"killed_{at}"
+        killed = _cli([*command, "--out", work / "ddpm"], {"DATASETDDPM_KILL_IN_TENSORS_WRITE": str(at)})
+        assert killed.returncode == -9, (at, killed.stderr[-500:])
+        half = [p for p in (work / "ddpm").rglob(".*.tmp")]
+        assert half and all(p.stat().st_size > 0 for p in half), at  # killed with a temporary half written
+        (half[0].parent / ".tmpAb3dE9").write_bytes(bytes(4096))
+        resumed = _cli([*command, "--out", work / "ddpm"])
+        assert resumed.returncode == 0, (at, resumed.stderr[-1000:])
+        got = _tree(work)
+        assert got.keys() == expected.keys(), (at, set(got) ^ set(expected))
+        assert got == expected, (at, [k for k in got if got[k] != expected[k]])

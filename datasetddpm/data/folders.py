@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from ..io import atomic_path, check_output_dir
 from .images import list_images, read_image, read_mask, write_image
 from .procedural import PROCEDURAL_POOL_SEED0, render
@@ -57,6 +57,8 @@ def read_images(directory: str | Path, limit: int | None = None, *,
     """Unlabelled images of one size: (N, H, W, 3) uint8 and their paths. With `resolution`, every
     image must be resolution x resolution (a diffusion model's features are only meaningful at the
     size it was trained at, so a mismatch is refused rather than silently resized)."""
+    if limit is not None and limit < 1:
+        raise OptionError("--limit", f"must be >= 1 image, got {limit}")
     paths = _image_paths(Path(directory))[:limit]
     if not paths:
         raise InputError(directory, "no .png/.jpg images found")
@@ -122,7 +124,6 @@ def write_procedural_dataset(out: str | Path, *, train: int = 20, test: int = 20
     """Write the embedded domain in the reference layout: real/{train,test}/<stem>.png + .npy."""
     out = Path(out)
     counts = {"train": train, "test": test}
-    from ..errors import OptionError
     for option, n in (("--train", train), ("--test", test), ("--unlabelled", unlabelled)):
         if n < 0:
             raise OptionError(option, f"must be >= 0, got {n}")

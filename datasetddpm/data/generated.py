@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import InputError
+from ..errors import DatasetDDPMError, InputError
 from ..io import read_json, read_jsonl
 
 INDEX_KEYS = ("id", "image", "mask", "image_sha256", "mask_sha256", "kept")  # what readers of index.jsonl use
@@ -31,7 +32,13 @@ class GeneratedPairs(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         r = self.rows[i]
-        return _decode(self.root / r["image"], "RGB"), _decode(self.root / r["mask"], None)
+        image, mask = checked_pair_bytes(self.root, r, self.card)
+        return _decode(self.root / r["image"], "RGB", image), _decode(self.root / r["mask"], None, mask)
+
+    def check_all(self) -> None:
+        """Every kept pair passes the per-pair check (before a trainer writes anything)."""
+        for r in self.rows:
+            checked_pair_bytes(self.root, r, self.card)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All kept pairs in memory (small runs)."""
@@ -39,13 +46,41 @@ class GeneratedPairs(Dataset):
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def _decode(path: Path, mode: str | None) -> np.ndarray:
-    """One stored PNG; a broken file is named itself (image or mask), with `verify` as the way out."""
+def _decode(path: Path, mode: str | None, data: bytes | None = None) -> np.ndarray:
+    """One stored PNG (`data`: its bytes, already read); a broken file is named itself (image or mask), with
+    `verify` as the way out."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             return np.asarray(im.convert(mode) if mode else im)
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"unreadable ({e}); run `datasetddpm verify` on the run") from None
+
+
+def checked_pair_bytes(run: Path, row: dict, card: dict | None = None) -> tuple[bytes, bytes]:
+    """A kept pair's stored PNG bytes (image, mask), through the one per-pair check of every reader of a run
+    (`export`, `train-deeplab`): each file hashes to the sha256 the run's index records, and the mask holds
+    only class ids below the card's class count, or its ignore label."""
+    from ..pipeline.shards import sha256
+    run = Path(run)
+    card = card if card is not None else read_json(run / "dataset_card.json")
+    found = []
+    for key in ("image", "mask"):
+        path = run / row[key]
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise InputError(path, f"cannot read ({e.strerror})") from None
+        if sha256(data) != row[f"{key}_sha256"]:
+            raise DatasetDDPMError(f"{path}: differs from the sha256 in the run's index; run `datasetddpm verify "
+                                   f"{run}` (--repair fixes it)")
+        found.append(data)
+    classes, ignore = len(card["palette"]), card["ignore_label"]
+    ids = np.unique(_decode(run / row["mask"], None, found[1]))
+    bad = ids[(ids >= classes) & (ids != ignore)]
+    if bad.size:
+        raise InputError(run / row["mask"], f"holds class id {int(bad[0])}, outside 0..{classes - 1} (ignore label "
+                                            f"{ignore}) of the run's card; run `datasetddpm verify {run}`")
+    return found[0], found[1]
 
 
 class MixedPairs(Dataset):

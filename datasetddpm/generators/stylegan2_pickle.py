@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,13 @@ def _persistent(meta: dict) -> PersistentRecord:
 
 def _storage_from_bytes(data: bytes):
     # The nested bytes are a legacy torch.save of one storage: read with torch's weights-only unpickler.
-    return torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message advises re-running with weights_only=False, i.e. running the file's code: not passed on
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise pickle.UnpicklingError("refusing a nested tensor record" + (f" that references {found.group(1)}"
+                                                                          if found else " that is not plain tensor data")) from None
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):

@@ -10,150 +10,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import DatasetDDPMError, OptionError
+from ..errors import OptionError
 from ..io import atomic_path, read_json, remove_stale_temporaries, run_lock, write_json
-from .config import SampleConfig
-from .shards import ShardStore, sample_name, shard_name
-
-
-def kept_ids(ids: np.ndarray, uncertainty: np.ndarray, drop_fraction: float, max_pairs: int,
-             preferred_pixels: np.ndarray | None = None) -> set[int]:
-    """Drop the `drop_fraction` most uncertain images, then keep at most `max_pairs` of the rest: the least
-    uncertain, or (mining, `preferred_pixels`) those with the most pixels of the preferred classes."""
-    n = len(ids)
-    order = np.lexsort((ids, uncertainty))[:n - int(round(drop_fraction * n))]  # least uncertain first; ties by id
-    if preferred_pixels is not None:  # richest in the preferred classes first; ties: the less uncertain
-        order = order[np.lexsort((np.arange(len(order)), -preferred_pixels[order]))]
-    return set(int(i) for i in ids[order[:max_pairs]])
-
-
-def preferred_classes(names: str | None, class_names: tuple[str, ...]) -> tuple[int, ...]:
-    """`--prefer-classes eye,beak` as class ids (names of the ensemble's classes, or ids)."""
-    if not names:
-        return ()
-    ids = []
-    for name in (n.strip() for n in names.split(",")):
-        if name in class_names:
-            ids.append(class_names.index(name))
-        elif name.isdigit() and int(name) < len(class_names):
-            ids.append(int(name))
-        else:
-            raise OptionError("--prefer-classes", f"unknown class {name!r}; the run's classes: {', '.join(class_names)}")
-    return tuple(dict.fromkeys(ids))
-
-
-UNDER_REPRESENTED = 0.25  # a class whose share of the kept labels is under this fraction of the labeller's
-
-
-def class_balance(kept_pixels: list, labeller_pixels: list | None, names: tuple[str, ...]) -> dict:
-    """Each class's share of the kept labels beside its share in the labeller's training labels, and a
-    warning for every class that is absent or far under-represented (a small part the samples lack)."""
-    if not kept_pixels or any(p is None for p in kept_pixels):
-        return {}  # labels written before per-class counts were recorded
-    kept = np.sum(np.array(kept_pixels, dtype=np.int64), axis=0)
-    share = kept / max(kept.sum(), 1)
-    ref = np.array(labeller_pixels, dtype=np.float64) / max(sum(labeller_pixels), 1) if labeller_pixels else None
-    balance, warnings = {}, []
-    for k, name in enumerate(names):
-        row = {"kept_pixel_share": round(float(share[k]), 6)}
-        if ref is not None:
-            row["labeller_pixel_share"] = round(float(ref[k]), 6)
-        balance[name] = row
-        if kept[k] == 0:
-            warnings.append(f"class {name!r} never appears in the kept labels")
-        elif ref is not None and share[k] < UNDER_REPRESENTED * ref[k]:
-            warnings.append(f"class {name!r} is {100 * share[k]:.3g} % of the kept label pixels but "
-                            f"{100 * ref[k]:.3g} % of the labeller's: under-represented in the samples")
-    return {"class_balance": balance, "warnings": warnings}
-
-
-def _shard_rows(run: Path, cfg: SampleConfig) -> list[dict]:
-    """One row per sample of a sampled and labelled run: files, checksums, uncertainty, class pixels."""
-    store = ShardStore(run)
-    rows = []
-    for k in range(cfg.num_shards):
-        if not (store.committed(k) and store.committed(k, labels=True)):
-            raise DatasetDDPMError(f"{run}: shard {shard_name(k)} is not sampled and labelled yet; finish "
-                                   f"`datasetddpm sample`/`label` first")
-        images = store.read_sidecar(k)["samples"]
-        masks = store.read_sidecar(k, labels=True)["samples"]
-        for im, m in zip(images, masks):
-            rows.append({"id": im["id"], "seed": im["seed"], "shard": k,
-                         "image": f"shards/{shard_name(k)}/images/{sample_name(im['id'])}",
-                         "mask": f"shards/{shard_name(k)}/masks/{sample_name(im['id'])}",
-                         "image_sha256": im["image_sha256"], "mask_sha256": m["mask_sha256"],
-                         "uncertainty": m["uncertainty"], "class_pixels": m.get("class_pixels"),
-                         **({"source": im["source"]} if "source" in im else {})})  # label-images: its file
-    return rows
-
-
-def _select(rows: list[dict], drop_fraction: float, max_pairs: int, prefer: tuple[int, ...], run: Path) -> set[int]:
-    ids = np.array([r["id"] for r in rows])
-    preferred = None
-    if prefer:
-        if any(r["class_pixels"] is None for r in rows):
-            raise DatasetDDPMError(f"{run}: its labels predate per-class pixel counts; relabel it "
-                                   "(`datasetddpm label --overwrite`) to mine for classes")
-        preferred = np.array([sum(r["class_pixels"][k] for k in prefer) for r in rows])
-    return kept_ids(ids, np.array([r["uncertainty"] for r in rows]), drop_fraction, max_pairs, preferred)
+from .selection import FinalizePlan, class_balance, kept_ids, plan_finalize, preferred_classes  # noqa: F401
 
 
 def finalize_run(run_dir: str | Path, *, drop_fraction: float = 0.1, max_pairs: int = 50_000,
                  prefer_classes: str | None = None) -> dict:
     """Drop the most uncertain, keep at most `max_pairs` (the least uncertain, or with `prefer_classes`
-    the richest in those classes: over-generate, then mine), write index.jsonl, the card and pictures."""
+    the richest in those classes: over-generate, then mine), write index.jsonl, the card and pictures.
+    The order of every writer: take the run lock, validate, then write."""
     if not 0 <= drop_fraction < 1:
         raise OptionError("--drop-fraction", f"must be in [0, 1), got {drop_fraction}")
     if max_pairs < 1:
         raise OptionError("--max-pairs", f"must be >= 1, got {max_pairs}")
     run = Path(run_dir)
-    cfg = SampleConfig(**read_json(run / "manifest.json")["config"])
-    labels = read_json(run / "labels_manifest.json")
-    from .verify import cheap_check
-    cheap_check(run)
-    # Everything the card needs is read before index.jsonl is replaced, so index and card never disagree.
-    from ..ensemble.model import load_ensemble
-    ens_dir = labels["config"]["ensemble"]
-    ens = load_ensemble(ens_dir).cfg
-    names = ens.class_names or tuple(str(k) for k in range(ens.num_classes))
-    prefer = preferred_classes(prefer_classes, names)
-    rows = _shard_rows(run, cfg)
-    keep = _select(rows, drop_fraction, max_pairs, prefer, run)
-    card = _card(cfg, ens, labels, rows, keep, drop_fraction, max_pairs)
-    if prefer:
-        card["prefer_classes"] = [names[k] for k in prefer]
-    labeller_pixels = read_json(Path(ens_dir) / "ensemble.json").get("training", {}).get("class_pixels")
-    card.update(class_balance([r["class_pixels"] for r in rows if r["id"] in keep], labeller_pixels, names))
-    _write(run, rows, keep, card, ens, drop_fraction)
-    return card
-
-
-def _card(cfg: SampleConfig, ens, labels: dict, rows: list[dict], keep: set[int], drop_fraction: float,
-          max_pairs: int) -> dict:
-    from ..data.images import palette_for
-    return {"classes": list(ens.class_names), "palette": [list(c) for c in palette_for(ens.num_classes)],
-            "ignore_label": ens.ignore_label, "model": cfg.model, "blocks": ens.features.get("blocks"),
-            "steps": ens.features.get("steps"), "noise_seed": ens.features.get("noise_seed"),
-            "sampler": cfg.sampler, "sampling_steps": cfg.sampling_steps, "seed": cfg.seed,
-            "counts": {"generated": len(rows), "kept": len(keep), "dropped": len(rows) - len(keep)},
-            "drop_fraction": drop_fraction, "max_pairs": max_pairs, "config_hash": cfg.hash(),
-            "labels_hash": labels["hash"], "ensemble": labels["config"]["ensemble"],
-            **({"images": cfg.images} if cfg.images else {}),
-            **({"label_features": "trajectory"} if labels["config"].get("features") == "trajectory" else {})}
-
-
-def _write(run: Path, rows: list[dict], keep: set[int], card: dict, ens, drop_fraction: float) -> None:
-    import json
-    with run_lock(run):
+    if not run.is_dir():
+        read_json(run / "manifest.json")  # the one line a missing run gets, before a lock is tried
+    with run_lock(run, create=False):
+        from .verify import cheap_check
+        cheap_check(run)
+        plan = plan_finalize(run, drop_fraction=drop_fraction, max_pairs=max_pairs, prefer_classes=prefer_classes)
         remove_stale_temporaries(run)
-        with atomic_path(run / "index.jsonl") as tmp:
-            with open(tmp, "w") as f:
-                for r in rows:
-                    r = {k: v for k, v in r.items() if k != "class_pixels"}
-                    f.write(json.dumps({**r, "kept": r["id"] in keep}) + "\n")
-        write_json(run / "dataset_card.json", card)
-        from ..figures import write_finalize_figures
-        write_finalize_figures(run, rows, keep, class_names=ens.class_names, num_classes=ens.num_classes,
-                               drop_fraction=drop_fraction)
+        _write(run, plan)
+    return plan.card
+
+
+def _write(run: Path, plan: FinalizePlan) -> None:
+    import json
+    with atomic_path(run / "index.jsonl") as tmp:
+        with open(tmp, "w") as f:
+            for line in plan.index_lines():
+                f.write(json.dumps(line) + "\n")
+    write_json(run / "dataset_card.json", plan.card)
+    from ..figures import write_finalize_figures
+    ens = plan.ensemble
+    write_finalize_figures(run, plan.rows, plan.keep, class_names=ens.class_names, num_classes=ens.num_classes,
+                           drop_fraction=plan.drop_fraction)
