@@ -18,7 +18,8 @@ import time
 
 import bench_utils as bu  # first: it sets the OpenMP wait policy before torch loads
 
-BENCHMARKS = ["labelling_head", "segment_embedded", "ensemble_training_memory", "lsun_direct_memory", "shard_write"]
+BENCHMARKS = ["labelling_head", "segment_embedded", "ensemble_training_memory", "lsun_direct_memory", "shard_write",
+              "writer_overlap", "parent_memory"]
 
 
 def summary_row(name: str, r: dict) -> str:
@@ -39,6 +40,14 @@ def summary_row(name: str, r: dict) -> str:
         b, o = r["reference"], r["ours"]
         cols = f"{b['peak_rss_mb']:.0f} MB peak", f"{o['peak_rss_mb']:.0f} MB peak, {o['seconds']:.0f} s/img", \
             f"{b['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} MB"
+    elif name == "writer_overlap":
+        s = r["seconds"]
+        cols = f"{s['serial']:.1f} s serial", f"{s['write_behind']:.1f} s, {100 * r['hidden_fraction']:.0f} % hidden", \
+            f"{r['peak_rss_mb']:.0f} MB"
+    elif name == "parent_memory":
+        p, a = r["peak_rss_mb"], r["above_imports_mb"]
+        cols = f"+{a['load_on_cpu']:.0f} MB", f"+{a['meta_validation']:.0f} MB", \
+            f"{p['load_on_cpu']:.0f} / {p['meta_validation']:.0f} MB"
     else:
         b, o = r["rewrite_baseline"], r["ours"]
         cols = f"x{b['large_over_small']:.2f} per pair", f"x{o['large_over_small']:.2f} per pair", \

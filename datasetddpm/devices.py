@@ -30,13 +30,15 @@ def local_rank(default: int = 0) -> int:
 
 
 def parse_device(spec: str) -> str:
-    """Check the text of a --device option; returns it normalised ('auto', 'cpu', 'cuda' or 'cuda:N')."""
+    """Check a --device option, its text and that a GPU it names is usable here (so a command refuses it
+    before it writes anything, not in its workers); returns it normalised ('auto', 'cpu', 'cuda' or 'cuda:N')."""
     spec = (spec or "auto").strip().lower()
-    if spec in ("auto", "cpu", "cuda"):
-        return spec
-    if spec.startswith("cuda:") and spec[5:].isdigit():
-        return spec
-    raise OptionError("--device", f"must be {DEVICE_CHOICES}, got {spec!r}")
+    if spec not in ("auto", "cpu", "cuda") and not (spec.startswith("cuda:") and spec[5:].isdigit()):
+        raise OptionError("--device", f"must be {DEVICE_CHOICES}, got {spec!r}")
+    if spec.startswith("cuda") and not (torch.cuda.is_available() and torch.cuda.device_count() > 0):
+        raise OptionError("--device", f"{spec} asked for but no usable GPU is visible to torch "
+                                      f"(torch {torch.__version__}); use --device cpu")
+    return spec
 
 
 def resolve_device(spec: str = "auto", *, rank: int | None = None, set_current: bool = True) -> torch.device:

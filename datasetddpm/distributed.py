@@ -1,12 +1,22 @@
-"""Worker processes through torch.distributed: G GPUs with NCCL, W CPU workers with gloo, or torchrun.
+"""Worker processes: G GPUs or W CPU workers on one node, torchrun on many, or independent batch tasks.
 
-Workers share nothing but the run directory: shard k belongs to rank k % world, so the output does
-not depend on how many workers made it, nor on how they are spread over nodes. The process group
-gives a barrier at the end.
+Generation (`sample`, `label`, `label-images`) needs no collective. Shard k belongs to global rank
+k % world; a shard's sidecar is its commit, so each process owns its shards and finishes on its own:
+no end-of-run barrier that a rank with less work would wait at (NCCL's watchdog kills a rank that waits
+longer than its timeout, and uneven work is the rule: a short last shard, any resume). The output does
+not depend on how many processes made it, nor on how they are spread over nodes or tasks.
 
-Ranks: `RANK` / `WORLD_SIZE` name a process among all of them (all nodes); `LOCAL_RANK` names it on
-its node and picks its GPU (`devices.resolve_device`). Workers spawned here set all three, as
-torchrun does, so one code path serves both.
+Ways to run the same run, all giving the same bytes:
+- one process, or `--workers W` / `--gpus G` processes spawned here (the parent prepares the run, then
+  waits for its workers to exit);
+- torchrun on one or many nodes: every rank runs the command, rank 0 prepares the run while the others
+  wait at one CPU (gloo) barrier at the start, bounded by `--dist-timeout`;
+- `--task-index I --task-count N` (a Slurm job array, a batch queue, preemptible jobs): N independent
+  commands with no network between them; task I owns the shards of global ranks I*G .. I*G+G-1.
+
+`train-deeplab` is data-parallel and keeps a process group: each process selects its GPU
+(`set_device(local_rank)`) before any process-group call, and the group is created with that device
+and the `--dist-timeout` timeout.
 
 A user error (`DatasetDDPMError`) raised in a spawned worker reaches the parent as the same error, so
 the command still prints one line and exits 2 instead of a worker's traceback.
@@ -19,6 +29,8 @@ import logging
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +40,56 @@ import torch.multiprocessing as mp
 
 from .errors import DatasetDDPMError, OptionError
 
+DEFAULT_TIMEOUT_S = 1800.0  # the start barrier and DDP collectives; NCCL's own default is 10 minutes
+TASK_ENV = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+DELAY_ENV = "DATASETDDPM_TEST_SHARD_DELAY"  # tests: "RANK:SECONDS", that global rank sleeps before each shard
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """This command's place among independent tasks: task `index` of `count` (0 of 1: not split)."""
+
+    index: int = 0
+    count: int = 1
+
+    def global_rank(self, rank: int, world: int) -> int:
+        return self.index * world + rank
+
+    def global_world(self, world: int) -> int:
+        return self.count * world
+
+
+def resolve_tasks(index: int | None, count: int | None) -> Tasks:
+    """--task-index / --task-count, defaulting to a Slurm job array's variables when set. A Slurm array's
+    ids need not start at 0 (`--array=1-8`): SLURM_ARRAY_TASK_MIN is subtracted when present."""
+    if count is None and os.environ.get(TASK_ENV[1]):
+        count = _env_int(TASK_ENV[1])
+    if index is None and os.environ.get(TASK_ENV[0]) and count is not None:
+        index = _env_int(TASK_ENV[0]) - (_env_int("SLURM_ARRAY_TASK_MIN") if os.environ.get("SLURM_ARRAY_TASK_MIN") else 0)
+    count = 1 if count is None else count
+    index = 0 if index is None else index
+    if count < 1:
+        raise OptionError("--task-count", f"must be >= 1, got {count}")
+    if not 0 <= index < count:
+        raise OptionError("--task-index", f"must be in [0, {count - 1}] for --task-count {count}, got {index}")
+    return Tasks(index, count)
+
+
+def _env_int(name: str) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise OptionError(name, f"environment variable must be an integer, got {value!r}") from None
+
+
+def check_timeout(timeout_s: float | None) -> float:
+    if timeout_s is None:
+        return DEFAULT_TIMEOUT_S
+    if not timeout_s > 0:
+        raise OptionError("--dist-timeout", f"must be > 0 seconds, got {timeout_s}")
+    return float(timeout_s)
+
 
 def resolve_world(workers: int, gpus: int, device: str) -> tuple[int, str, str]:
     """(world size on this machine, backend, device option for each worker), checked up front.
@@ -35,7 +97,7 @@ def resolve_world(workers: int, gpus: int, device: str) -> tuple[int, str, str]:
     Under torchrun the world comes from the environment and `--workers` / `--gpus` are not used."""
     from .devices import parse_device
     if torchrun_env():
-        world = int(os.environ["WORLD_SIZE"])
+        world = _env_int("WORLD_SIZE")
         device = "cuda" if gpus else parse_device(device)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -70,14 +132,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def select_device(backend: str) -> torch.device | None:
+    """Before any process-group call: make this process's GPU (cuda:LOCAL_RANK) the current device, so NCCL
+    never creates its communicator on cuda:0 for every rank of a node. None for a CPU backend."""
+    if backend != "nccl":
+        return None
+    from .devices import resolve_device
+    return resolve_device("cuda")
+
+
+def init_group(backend: str, timeout_s: float, *, device_backend: str | None = None, **kwargs) -> None:
+    """A process group with a timeout, created after this process's GPU became its current device
+    (`device_backend`: the backend that names the device, when the group itself is a CPU one)."""
+    device = select_device(device_backend or backend)
+    if device is not None and backend == "nccl":
+        kwargs["device_id"] = device
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **kwargs)
+
+
+def shard_delay(rank: int) -> float:
+    """Seconds the fault-injection hook asks global rank `rank` to wait before each shard (tests only)."""
+    spec = os.environ.get(DELAY_ENV, "")
+    if ":" in spec:
+        who, seconds = spec.split(":", 1)
+        if int(who) == rank:
+            return float(seconds)
+    return 0.0
+
+
 def _entry(rank: int, world: int, backend: str, port: int, threads: int | None, error_dir: str, fn: Callable,
-           args: tuple) -> None:
+           args: tuple, collective: bool, timeout_s: float) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     if threads:
         torch.set_num_threads(threads)
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        if not collective:  # generation: a worker owns its shards and ends on its own
+            fn(rank, world, *args)
+            return
+        init_group(backend, timeout_s, rank=rank, world_size=world)
         try:
             fn(rank, world, *args)
             dist.barrier()
@@ -89,27 +182,49 @@ def _entry(rank: int, world: int, backend: str, port: int, threads: int | None, 
         os._exit(2)  # skip the other ranks' barrier: the parent terminates them and reports this line
 
 
+def _torchrun(fn: Callable, args: tuple, backend: str, prepare: Callable[[], None] | None, collective: bool,
+              timeout_s: float) -> bool:
+    """One rank of a torchrun job. Generation: a gloo group for the start only (rank 0 prepares, its error
+    reaches every rank), destroyed before any work. Training: the group lives until the end."""
+    if not dist.is_initialized():
+        init_group(backend if collective else "gloo", timeout_s, device_backend=backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        error = None
+        if prepare is not None and rank == 0:
+            try:
+                prepare()
+            except DatasetDDPMError as e:
+                error = str(e)
+        shared = [error]
+        dist.broadcast_object_list(shared, src=0)  # the start barrier, carrying rank 0's refusal if any
+        if shared[0] is not None:
+            raise DatasetDDPMError(shared[0])
+        if not collective:
+            dist.destroy_process_group()
+        fn(rank, world, *args)
+        if collective:
+            dist.barrier()
+    finally:
+        if dist.is_initialized():
+            gc.collect()
+            dist.destroy_process_group()
+    return rank == 0
+
+
 def launch(fn: Callable, args: tuple, *, world: int, backend: str, threads: int | None = None,
-           prepare: Callable[[], None] | None = None) -> bool:
+           prepare: Callable[[], None] | None = None, collective: bool = True,
+           timeout_s: float | None = None) -> bool:
     """Run fn(rank, world, *args) on `world` workers (inline when 1, or under torchrun when launched so).
 
     `prepare` (writing manifests, discarding an overwritten run) runs once before any worker starts:
-    in this process, or under torchrun on global rank 0 while the other ranks wait at a barrier.
-    Returns True in the process that should do the final, global steps (rank 0 or the parent)."""
+    in this process, or under torchrun on global rank 0 while the other ranks wait. `collective` False
+    (generation): workers share no process group and finish independently; True (DDP training): a group
+    on each worker's own device, with `timeout_s`. Returns True in the process that should do the final,
+    global steps (rank 0 or the parent)."""
+    timeout_s = check_timeout(timeout_s)
     if torchrun_env():  # started by torchrun: one rank per process, possibly on several nodes
-        if not dist.is_initialized():
-            dist.init_process_group(backend)
-        rank = dist.get_rank()
-        try:
-            if prepare is not None and rank == 0:
-                prepare()
-            dist.barrier()
-            fn(rank, dist.get_world_size(), *args)
-            dist.barrier()
-        finally:
-            gc.collect()
-            dist.destroy_process_group()
-        return rank == 0
+        return _torchrun(fn, args, backend, prepare, collective, timeout_s)
     if prepare is not None:
         prepare()
     if world == 1:
@@ -121,10 +236,22 @@ def launch(fn: Callable, args: tuple, *, world: int, backend: str, threads: int 
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="datasetddpm-workers-") as error_dir:
         try:
-            mp.spawn(_entry, args=(world, backend, _free_port(), threads, error_dir, fn, args), nprocs=world, join=True)
-        except mp.ProcessExitedException:
+            mp.spawn(_entry, args=(world, backend, _free_port(), threads, error_dir, fn, args, collective, timeout_s),
+                     nprocs=world, join=True)
+        except mp.ProcessExitedException as e:
             messages = sorted(Path(error_dir).glob("rank*.txt"))
             if messages:
                 raise DatasetDDPMError(messages[0].read_text()) from None
-            raise
+            raise DatasetDDPMError(f"worker {e.error_index} of {world} died ({_exit_text(e)}); the shards other "
+                                   "workers committed are kept: rerun the same command to finish") from None
     return True
+
+
+def _exit_text(e: "mp.ProcessExitedException") -> str:
+    if e.exit_code is not None and e.exit_code < 0:
+        import signal
+        try:
+            return f"killed by {signal.Signals(-e.exit_code).name}"
+        except ValueError:
+            pass
+    return f"exit code {e.exit_code}"

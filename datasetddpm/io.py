@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
 import pickle
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import DatasetDDPMError, InputError
 
@@ -40,13 +41,23 @@ def _maybe_killed() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+LIBRARY_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9_]{6,}")  # Rust's `tempfile` (safetensors' own writes, older versions)
+
+
+def is_stale_temporary(name: str) -> bool:
+    """A temporary file name of an atomic write (`.<name>.*.tmp`) or of a library writing beside its target
+    (`.tmpXXXXXX`): what a command killed mid-write leaves behind."""
+    return fnmatch.fnmatchcase(name, ".*.tmp") or LIBRARY_TEMPORARY.fullmatch(name) is not None
+
+
 def remove_stale_temporaries(directory: str | Path) -> None:
-    """Delete the temporary files (`.<name>.*.tmp`) that atomic writes of a killed command left in
+    """Delete the temporary files that atomic writes (ours, or a library's) of a killed command left in
     `directory` (not recursive). Call it only while holding the folder's run lock."""
     directory = Path(directory)
     if directory.is_dir():
-        for p in directory.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
+        for p in directory.glob(".*"):
+            if p.is_file() and is_stale_temporary(p.name):
+                p.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -76,10 +87,15 @@ def atomic_path(path: str | Path):
 
 def write_error(path: str | Path, error: OSError) -> InputError:
     """An OS error while writing output (disk full, read-only, not a directory, permissions) as one line."""
-    reason = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-              errno.EACCES: "permission denied", errno.ENOTDIR: "a parent is not a directory",
-              errno.EDQUOT: "disk quota exceeded"}.get(error.errno, error.strerror or type(error).__name__)
-    return InputError(path, f"cannot write: {reason}")
+    return InputError(path, f"cannot write: {write_reason(error)}")
+
+
+def write_reason(error: OSError) -> str:
+    """Why a write failed, in words (the errno's, for the usual causes)."""
+    return {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.ENOTDIR: "a parent is not a directory",
+            errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large (file system or process limit)",
+            errno.EIO: "input/output error"}.get(error.errno, error.strerror or type(error).__name__)
 
 
 def check_output_dir(path: str | Path, need_bytes: int = 0, option: str = "--out", what: str = "the first shard") -> Path:
@@ -121,42 +137,92 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_held_locks: dict[Path, int] = {}  # folders this process holds the lock of (a holder may call another writer)
+
+
+def _lock_holder(path: Path) -> dict | None:
+    """The live holder recorded in a lock file, or None when there is none (no file, or a stale one: its
+    process is gone on this host, or it died while writing the lock)."""
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        holder = {}
+    pid, where = holder.get("pid"), holder.get("host")
+    if not holder or where == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return None
+    return holder
+
+
+def _in_use(directory: Path, holder: dict) -> DatasetDDPMError:
+    return DatasetDDPMError(f"{directory}: in use by another command (pid {holder.get('pid')} on {holder.get('host')}); "
+                            f"wait for it to finish, or delete {directory / LOCK_NAME} if that process no longer exists")
+
+
+def check_unlocked(directory: str | Path) -> None:
+    """Refuse a folder another live command holds the lock of, without taking it (a reader's check)."""
+    directory = Path(directory)
+    if directory.resolve() in _held_locks:
+        return
+    holder = _lock_holder(directory / LOCK_NAME)
+    if holder is not None:
+        raise _in_use(directory, holder)
+
+
+def _take_lock(directory: Path, create: bool) -> None:
+    path = directory / LOCK_NAME
+    try:
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        elif not directory.is_dir():
+            raise InputError(directory, "not found" if not directory.exists() else "not a directory")
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(path)
+                if holder is not None:
+                    raise _in_use(directory, holder) from None
+                path.unlink(missing_ok=True)  # stale: its process is gone (or it died while writing the lock)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            return
+    except OSError as e:  # a read-only run, no permission: nothing was written
+        raise InputError(directory, f"cannot take the run lock ({write_reason(e)}); "
+                                    "a command that writes here needs a writable folder") from None
+    raise DatasetDDPMError(f"{path}: could not take the lock")
+
+
 @contextmanager
-def run_lock(directory: str | Path, enabled: bool = True):
+def run_lock(directory: str | Path, enabled: bool = True, *, create: bool = True):
     """One writer per output folder: `directory/.datasetddpm.lock` holds the writer's pid and host.
 
-    A second command on the same folder is refused with one line naming the holder. A lock left by a
-    process that died (same host, pid gone) is taken over. The lock is removed on exit, so a finished
-    folder holds no trace of it."""
+    Every command that writes or deletes in a run or model folder takes it first, then validates, then
+    writes. A second command on the same folder is refused with one line naming the holder. A lock left
+    by a process that died (same host, pid gone) is taken over. A writer that calls another writer on the
+    folder it holds (`verify --repair` regenerating shards) keeps its lock. `create=False`: the folder
+    must exist (nothing is created). The lock is removed on exit, so a finished folder holds no trace of it."""
     if not enabled:
         yield
         return
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path, host = directory / LOCK_NAME, socket.gethostname()
-    for _ in range(3):
+    key = directory.resolve()
+    if key in _held_locks:
+        _held_locks[key] += 1
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            pid, where = holder.get("pid"), holder.get("host")
-            if where == host and isinstance(pid, int) and not _pid_alive(pid) or not holder:
-                path.unlink(missing_ok=True)  # stale: its process is gone (or it died while writing the lock)
-                continue
-            raise DatasetDDPMError(f"{directory}: in use by another command (pid {pid} on {where}); wait for it "
-                                   f"to finish, or delete {path} if that process no longer exists") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": host}, f)
-        break
-    else:
-        raise DatasetDDPMError(f"{path}: could not take the lock")
+            yield
+        finally:
+            _held_locks[key] -= 1
+        return
+    _take_lock(directory, create)
+    _held_locks[key] = 1
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        del _held_locks[key]
+        (directory / LOCK_NAME).unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data) -> None:
@@ -199,17 +265,42 @@ def read_jsonl(path: str | Path, keys: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
+TENSORS_KILL_ENV = "DATASETDDPM_KILL_IN_TENSORS_WRITE"  # tests: SIGKILL halfway through the N-th safetensors write
+_tensor_writes = [0]
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file, written like every other output: serialised in memory, then through `atomic_path`.
+    safetensors' `save_file` would write its own `.tmpXXXXXX` beside the target (left behind by a kill) and
+    raise its own error type for a full disk; this way a write error is the same OSError one line as any."""
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        view, half = memoryview(data), len(data) // 2  # slices of a memoryview copy nothing
+        with open(tmp, "wb") as f:
+            f.write(view[:half])
+            _maybe_killed_in_tensors_write()
+            f.write(view[half:])
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file (never a pickle)."""
+def _maybe_killed_in_tensors_write() -> None:
+    at = os.environ.get(TENSORS_KILL_ENV)
+    if at:
+        _tensor_writes[0] += 1
+        if _tensor_writes[0] == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_tensors(path: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (never a pickle); `meta`: tensors on the meta device, from the header alone
+    (shapes and dtypes to validate a model with, no weight bytes read)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
+        if meta:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                return {k: _meta_like(f.get_slice(k)) for k in f.keys()}
         return load_file(str(path))
     except Exception as e:  # safetensors raises several types for damaged headers
         raise InputError(path, f"not a readable safetensors file ({e})") from None
@@ -241,7 +332,16 @@ def _is_tensor_dict(obj) -> bool:
                                                        for k, v in obj.items())
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def _meta_like(view) -> torch.Tensor:
+    return torch.empty(view.get_shape(), dtype=_SAFETENSORS_DTYPES.get(view.get_dtype(), torch.float32), device="meta")
+
+
+def load_state_dict_file(path: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
     """A state dict from `.safetensors`, or from a PyTorch file with `torch.load(weights_only=True)` only.
 
     A pickle that needs arbitrary classes is refused: unpickling runs code named by the file. A dict that
@@ -251,9 +351,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.suffix == ".safetensors":
-        return load_tensors(path)
+        return load_tensors(path, meta)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path, meta)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" (it references {found.group(1)})" if found else ""
@@ -272,7 +372,21 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(path, "not a state dict of named tensors")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
+    if meta:  # memory-mapped storages become shapes: their pages are never read
+        obj = {k: v.to("meta") for k, v in obj.items()}
     return obj
+
+
+def _torch_load(path: Path, meta: bool):
+    """torch.load, weights only; memory-mapped when only the shapes are wanted (a zip checkpoint; the legacy
+    format cannot be mapped and is read)."""
+    if meta:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def json_tensor(data) -> torch.Tensor:

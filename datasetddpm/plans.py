@@ -211,16 +211,18 @@ def plan_train_deeplab(pairs: int, image_side: int, num_classes: int, cfg, *, wo
 
 
 def plan_sample_run(run_dir: str | Path, cfg, *, ensemble: str | Path | None = None, workers: int = 1, gpus: int = 0,
-                    device: str = "cpu", trajectory_features: bool = False) -> Plan:
+                    device: str = "cpu", trajectory_features: bool = False, precision: str | None = None,
+                    compile: bool | None = None, threads: int | None = None) -> Plan:
     """`sample --dry-run`: the checks `sample_run` makes before writing, then `plan_sample`."""
     from .devices import resolve_device
     from .distributed import resolve_world
     from .io import check_output_dir, read_json
-    from .pipeline.generate import committed_samples, first_shard_bytes, resolve_sample_config
+    from .pipeline.generate import committed_samples, first_shard_bytes, resolve_sample_config, resolve_settings
     from .pipeline.shards import ShardStore
     world, _, device = resolve_world(workers, gpus, device)
-    cfg, resolution = resolve_sample_config(cfg, ensemble, trajectory_features)
     run = Path(run_dir)
+    cfg = resolve_settings(run, cfg, device, precision=precision, compile=compile, threads=threads)
+    cfg, resolution = resolve_sample_config(cfg, ensemble, trajectory_features)
     check_output_dir(run, first_shard_bytes(cfg, resolution))
     manifest = run / "manifest.json"
     same_run = manifest.is_file() and read_json(manifest).get("hash") == cfg.hash()
@@ -240,7 +242,7 @@ def plan_label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 
     run = Path(run_dir)
     cfg = SampleConfig(**read_json(run / "manifest.json")["config"])
     world, _, device = resolve_world(workers, gpus, device)
-    check_labeller(ensemble, load_generator(cfg.model))
+    check_labeller(ensemble, load_generator(cfg.model, "meta"))
     return plan_label(run, cfg, ensemble, world=world, device=resolve_device(device))
 
 

@@ -219,6 +219,7 @@ VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary
          "mining": _markdown_view(".studies.mining", "mining_markdown"),
          "features": _markdown_view(".studies.features", "features_markdown"),
          "synthetic-size": _markdown_view(".studies.synthetic_size", "synthetic_size_markdown"),
+         "precision": _markdown_view(".studies.precision", "precision_markdown"),
          "compare": _markdown_view(".compare", "compare_markdown")}
 
 
@@ -233,7 +234,8 @@ PLOTS = {"samplers": (".studies.samplers", "samplers_figure"),
          "filter": (".studies.filter", "filter_figure"),
          "mining": (".studies.mining", "mining_figure"),
          "features": (".studies.features", "features_figure"),
-         "synthetic-size": (".studies.synthetic_size", "synthetic_size_figure")}
+         "synthetic-size": (".studies.synthetic_size", "synthetic_size_figure"),
+         "precision": (".studies.precision", "precision_figure")}
 
 
 def plot_path(path: str | Path) -> Path:

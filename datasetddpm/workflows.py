@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from .data.images import write_mask_png
 from .direct import Evaluation, FeatureSource, evaluate_labels, fit_ensemble, segment
 from .ensemble.model import PixelEnsemble, holds_ensemble, load_ensemble, save_ensemble
 from .ensemble.train import EnsembleTrainConfig
-from .errors import InputError, OptionError
+from .errors import DatasetDDPMError, InputError, OptionError
 from .generators.base import FeatureSpec
 from .generators.loading import load_generator
 from .io import check_output_dir, read_json, remove_stale_temporaries, run_lock, write_json
@@ -101,6 +102,21 @@ def _check_sizes(source: FeatureSource, images: np.ndarray, paths: list[Path], r
         raise InputError(paths[0], reason)
 
 
+def ensemble_side(cfg) -> int | None:
+    """The image side an ensemble's features mean what they meant in training: the resolution it was trained
+    at (diffusion or StyleGAN2 features); None for the colour baseline (any size) or one that records none."""
+    return cfg.resolution if cfg.feature_spec() is not None and cfg.resolution else None
+
+
+def check_ensemble_size(cfg, images: np.ndarray, paths: list[Path]) -> None:
+    """The one size check of every command that runs an ensemble on images (segment, evaluate, suggest):
+    they must have the side it was trained at."""
+    side = ensemble_side(cfg)
+    if side and images.shape[1:3] != (side, side):
+        raise InputError(paths[0], f"image is {images.shape[2]}x{images.shape[1]} but this run expects {side}x{side} "
+                                   "(set by the ensemble, trained at that size): resize the data")
+
+
 def _ensemble_bytes(source: FeatureSource, num_classes: int, members: int) -> int:
     """Size of the checkpoint `train-ensemble` will write (float32 weights of every member)."""
     from .ensemble.model import hidden_sizes
@@ -133,18 +149,48 @@ def plan_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *,
 SAME_TRAINING = ("images", "pixels", "seed", "members", "epochs", "iterations")  # what made the weights, not its time
 
 
+def _ensemble_options(folder: Path, labelled, source: FeatureSource, problem: Problem,
+                      train: EnsembleTrainConfig) -> dict:
+    """What train-ensemble's options fix about the ensemble it writes (its weights follow from these)."""
+    return {"data": str(Path(folder).resolve()), "images": len(labelled), "seed": train.seed, "members": train.members,
+            "num_classes": problem.num_classes, "class_names": list(problem.class_names),
+            "ignore_label": problem.ignore_label, "features": source.describe(), "model": source.model_name(),
+            "resolution": int(labelled.images.shape[1])}
+
+
+def check_ensemble_replace(out: str | Path, options: dict, overwrite: bool) -> None:
+    """Refuse to replace an ensemble trained with other options unless `overwrite`: runs labelled with it
+    name this folder in their card, so another model here would silently change what they point at."""
+    meta_file = Path(out) / "ensemble.json"
+    if overwrite or not meta_file.is_file():
+        return
+    meta = read_json(meta_file)
+    stored = {**(meta.get("ensemble") or {}), **(meta.get("training") or {})}
+    if "data" in stored:
+        stored["data"] = str(Path(stored["data"]).resolve())
+    stored = json.loads(json.dumps({k: stored[k] for k in options if k in stored}))  # older records lack some
+    differ = [k for k, v in json.loads(json.dumps(options)).items() if k in stored and stored[k] != v]
+    if differ:
+        shown = ", ".join(f"{k} {stored[k]!r} != {options[k]!r}" for k in differ[:3])
+        raise DatasetDDPMError(f"{out}: holds an ensemble trained with other options ({shown}); pass --overwrite to "
+                               "replace it (runs labelled with it then point at another model), or choose another --out")
+
+
 def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *, colour: bool = False,
                           limit: int | None = None, train: EnsembleTrainConfig | None = None,
-                          device: str | torch.device = "cpu", progress: bool = True) -> dict:
-    """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`."""
+                          device: str | torch.device = "cpu", overwrite: bool = False, progress: bool = True) -> dict:
+    """Labelled folder -> ensemble checkpoint (`ensemble.safetensors` + `ensemble.json`) in `out`. The inputs
+    are checked, then the folder is locked, then an ensemble of other options there is refused (unless
+    `overwrite`), then it trains and writes."""
     train = train or EnsembleTrainConfig()
     folder, labelled, source = _ensemble_inputs(data, out, problem, colour, limit, train, device)
-    t0 = time.time()
-    ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
-                                 ignore_label=problem.ignore_label, class_names=problem.class_names,
-                                 train=train, progress=progress)
-    log["seconds_total"] = round(time.time() - t0, 2)
     with run_lock(out):
+        check_ensemble_replace(out, _ensemble_options(folder, labelled, source, problem, train), overwrite)
+        t0 = time.time()
+        ensemble, log = fit_ensemble(source, labelled.images, labelled.masks, num_classes=problem.num_classes,
+                                     ignore_label=problem.ignore_label, class_names=problem.class_names,
+                                     train=train, progress=progress)
+        log["seconds_total"] = round(time.time() - t0, 2)
         remove_stale_temporaries(out)
         training = {**log, "data": str(folder), "images": len(labelled), "seed": train.seed, "members": train.members}
         # A rerun that reproduces the checkpoint bit for bit leaves its files as they are: runs labelled with it
@@ -183,6 +229,7 @@ def segment_folder(images_dir: str | Path, out: str | Path, *, ensemble: str | P
         num_classes = seg_model.cfg.num_classes
     else:
         ens = load_ensemble(ensemble).to(device)
+        check_ensemble_size(ens.cfg, images, paths)
         source = source_for(ens, model=model, device=device)
         _check_sizes(source, images, paths)
         attach_latents(source.generator, images_dir, images, paths)
@@ -199,8 +246,8 @@ def evaluate_ensemble(ensemble: PixelEnsemble, data: str | Path, *, model: str |
     cfg = ensemble.cfg
     folder = resolve_split(data, "test")
     # Features only mean what they meant in training at the training size.
-    size = cfg.resolution if cfg.feature_spec() is not None and cfg.resolution else None
-    labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit, resolution=size)
+    labelled = read_labelled(folder, cfg.num_classes, cfg.ignore_label, limit)
+    check_ensemble_size(cfg, labelled.images, labelled.paths)
     source = source_for(ensemble, model=model, device=device)
     _check_sizes(source, labelled.images, labelled.paths)
     attach_latents(source.generator, folder, labelled.images, labelled.paths)
@@ -219,23 +266,28 @@ def evaluate_folder(ensemble_dir: str | Path, data: str | Path, out: str | Path 
     return ev
 
 
-def _deeplab_worker(rank: int, world: int, run: str, val: str, out: str, cfg_dict: dict, device: str, amp: bool,
-                    progress: bool) -> None:
+def _deeplab_worker(rank: int, world: int, run: str, val, mixed, out: str, cfg_dict: dict, device: str,
+                    amp: bool | str, progress: bool) -> None:
+    """One training process. `val` and `mixed` (LabelledSets) were read by the command before the process
+    group existed: a rank spends nothing on them inside the group's timeout."""
     from .data.generated import GeneratedPairs
     from .devices import resolve_device
     from .segmenters.train_deeplab import DeepLabTrainConfig, train_deeplab
     pairs = GeneratedPairs(run)  # streamed from the shards by the DataLoader, never all in memory
     card = pairs.card
-    k, ignore = len(card["classes"]), card["ignore_label"]
-    real = read_labelled(resolve_split(val, "train"), k, ignore)
-    if cfg_dict["real"]:
-        from .data.generated import MixedPairs, real_repeat
-        mixed = read_labelled(resolve_split(cfg_dict["real"], "train"), k, ignore)
-        pairs = MixedPairs(pairs, mixed.images, mixed.masks,
-                           real_repeat(len(pairs), len(mixed), cfg_dict["real_fraction"]))
-    train_deeplab(pairs, real.images, real.masks, out, DeepLabTrainConfig(**cfg_dict), num_classes=k,
-                  ignore_label=ignore, class_names=tuple(card["classes"]), data_key=_deeplab_data_key(card),
+    cfg = DeepLabTrainConfig(**cfg_dict)
+    train_deeplab(_training_pairs(pairs, mixed, cfg), val.images, val.masks, out, cfg,
+                  num_classes=len(card["classes"]), ignore_label=card["ignore_label"],
+                  class_names=tuple(card["classes"]), data_key=_deeplab_data_key(card),
                   device=resolve_device(device, rank=rank), amp=amp, progress=progress)
+
+
+def _training_pairs(pairs, mixed, cfg):
+    """The generated pairs, followed by `mixed` (the --real images) repeated to their share when given."""
+    if mixed is None:
+        return pairs
+    from .data.generated import MixedPairs, real_repeat
+    return MixedPairs(pairs, mixed.images, mixed.masks, real_repeat(len(pairs), len(mixed), cfg.real_fraction))
 
 
 def _deeplab_data_key(card: dict) -> str:
@@ -259,51 +311,92 @@ def deeplab_config(preset: str | None = None, **options):
     return DeepLabTrainConfig(**{**base, **{k: v for k, v in options.items() if v is not None}})
 
 
-def _check_deeplab_inputs(run, val, out, cfg, workers: int, gpus: int, device: str):
-    """The run, the options and the real images, before anything is written: (pairs, world, backend, device)."""
+@dataclass
+class _DeepLabInputs:
+    """What train-deeplab checked and read before anything is written or any worker starts."""
+
+    pairs: object  # GeneratedPairs of the run
+    world: int
+    backend: str
+    device: str
+    cfg: object  # the DeepLabTrainConfig as run: --encoder-weights resolved to a local file and its sha256
+    val: object  # LabelledSet: the real images the epoch is chosen on
+    mixed: object  # LabelledSet of --real, or None
+
+
+def _check_deeplab_inputs(run, val, out, cfg, workers: int, gpus: int, device: str, amp: bool | str = False,
+                          timeout_s: float | None = None) -> _DeepLabInputs:
+    """The run, the options, the encoder weights and the real images, before anything is written."""
     from .data.generated import GeneratedPairs
-    from .distributed import resolve_world
+    from .distributed import check_timeout, resolve_world
     from .pipeline.verify import cheap_check
+    from .segmenters.train_deeplab import check_device_options, check_pairs, segmenter_config
     pairs = GeneratedPairs(run)
     cheap_check(run, index=True)
+    pairs.check_all()  # export's per-pair check (bytes vs the index, class ids) before anything is written
     world, backend, device = resolve_world(workers, gpus, device)
-    cfg.validate(world)
-    for folder in (val, cfg.real) if cfg.real else (val,):
-        images = read_labelled(resolve_split(folder, "train"), len(pairs.card["classes"]), pairs.card["ignore_label"])
-        if folder == cfg.real and images.images.shape[1:3] != pairs[0][0].shape[:2]:  # batched together
-            raise InputError(images.paths[0], f"is {images.images.shape[2]}x{images.images.shape[1]} but the run's "
-                                              f"pairs are {pairs[0][0].shape[1]}x{pairs[0][0].shape[0]}")
+    check_device_options(cfg, world, torch.device(device).type, amp)
+    check_timeout(timeout_s)
+    k, ignore = len(pairs.card["classes"]), pairs.card["ignore_label"]
+    seg_cfg = segmenter_config(cfg, k, ignore, tuple(pairs.card["classes"]))
+    cfg = _with_encoder_weights(cfg, seg_cfg)
+    real = read_labelled(resolve_split(val, "train"), k, ignore)
+    mixed = read_labelled(resolve_split(cfg.real, "train"), k, ignore) if cfg.real else None
+    if mixed is not None and mixed.images.shape[1:3] != pairs[0][0].shape[:2]:  # batched together
+        raise InputError(mixed.paths[0], f"is {mixed.images.shape[2]}x{mixed.images.shape[1]} but the run's "
+                                         f"pairs are {pairs[0][0].shape[1]}x{pairs[0][0].shape[0]}")
+    check_pairs(_training_pairs(pairs, mixed, cfg), cfg, seg_cfg, world)
     check_output_dir(out)
-    return pairs, world, backend, device
+    return _DeepLabInputs(pairs, world, backend, device, cfg, real, mixed)
+
+
+def _with_encoder_weights(cfg, seg_cfg):
+    """`cfg` with --encoder-weights as a local file (`imagenet`: downloaded now, not in the workers) and its
+    sha256, its keys and shapes checked against the segmenter's encoder (built on the meta device)."""
+    if not cfg.encoder_weights:
+        return cfg
+    from dataclasses import replace
+    from .segmenters.encoder_weights import load_encoder_weights, resolve_encoder_weights
+    from .segmenters.model import create_segmenter
+    path, digest = resolve_encoder_weights(cfg.encoder_weights, cfg.encoder)
+    with torch.device("meta"):
+        encoder = create_segmenter(seg_cfg).net.encoder
+    load_encoder_weights(encoder, path, meta=True)
+    return replace(cfg, encoder_weights=path, encoder_weights_sha256=digest)
 
 
 def plan_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
-                     device: str = "cpu"):
+                     device: str = "cpu", amp: bool | str = False):
     """`train-deeplab --dry-run`: the checks of `train_deeplab_run`, then a plan from two timed steps."""
     from .devices import resolve_device
     from .plans import plan_train_deeplab
-    pairs, world, _, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
+    inputs = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device, amp)
+    pairs = inputs.pairs
     side = pairs[0][0].shape[0]
-    return plan_train_deeplab(len(pairs), side, len(pairs.card["classes"]), cfg, world=world,
-                              device=resolve_device(device))
+    return plan_train_deeplab(len(pairs), side, len(pairs.card["classes"]), inputs.cfg, world=inputs.world,
+                              device=resolve_device(inputs.device))
 
 
 def train_deeplab_run(run: str | Path, val: str | Path, out: str | Path, cfg, *, workers: int = 1, gpus: int = 0,
-                      device: str = "cpu", amp: bool = False, threads: int | None = None,
-                      progress: bool = True) -> dict:
+                      device: str = "cpu", amp: bool | str = False, threads: int | None = None,
+                      timeout_s: float | None = None, progress: bool = True) -> dict:
     """DeepLabV3 on a finalized run's kept pairs, epoch chosen on real labelled images; data-parallel
     over `workers` CPU processes (gloo) or `gpus` GPUs (NCCL), `cfg.batch_size` images per process.
+    `amp`: True (--amp: bf16 on CPU, fp16 on GPU), "bf16" or "fp16"; `timeout_s`: the process group's.
     Returns {best_epoch, best_val_miou}, read back from `out/best/config.json`: the workers that trained
     may be other processes."""
     from dataclasses import asdict
     from .distributed import launch, torchrun_env
     from .rundir import training_dir
     from .segmenters.train_deeplab import RESUME_SHOWN
-    pairs, world, backend, device = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device)
-    with training_dir(out, cfg.hash(_deeplab_data_key(pairs.card), world, amp), subdirs=("best",), shown=RESUME_SHOWN,
+    # Everything slow (the pair check, real images, encoder weights) happens here, before a process group
+    # exists: inside it a rank only opens the run and builds its model before the first collective.
+    i = _check_deeplab_inputs(run, val, out, cfg, workers, gpus, device, amp, timeout_s)
+    run_hash = i.cfg.hash(_deeplab_data_key(i.pairs.card), i.world, amp, torch.device(i.device).type)
+    with training_dir(out, run_hash, subdirs=("best",), shown=RESUME_SHOWN,
                       can_overwrite=False, lock=not torchrun_env() or os.environ.get("RANK") == "0"):
-        launch(_deeplab_worker, (str(run), str(val), str(out), asdict(cfg), device, amp, progress), world=world,
-               backend=backend, threads=threads)
+        launch(_deeplab_worker, (str(run), i.val, i.mixed, str(out), asdict(i.cfg), i.device, amp, progress),
+               world=i.world, backend=i.backend, threads=threads, timeout_s=timeout_s)
     best = read_json(Path(out) / "best" / "config.json")["training"]
     return {"best_epoch": best["epoch"], "best_val_miou": best["val_miou"]}
 

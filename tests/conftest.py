@@ -100,3 +100,11 @@ def tiny_ensemble(tiny_model_dir, tmp_path_factory):
                          "noise_seed": 0}, model=str(tiny_model_dir), class_names=tuple("abcdefg"))
     save_ensemble(directory, PixelEnsemble(cfg, seed=1).eval())
     return directory
+
+
+@pytest.fixture(autouse=True)
+def _fp32_after_each_test():
+    """A command's --precision applies to its whole process (as --threads does): CliRunner tests share one."""
+    yield
+    from datasetddpm.generators import loading
+    loading.set_process_precision("fp32")

@@ -72,7 +72,9 @@ def test_retraining_the_same_ensemble_keeps_labelled_runs_valid(tiny_model_dir, 
     assert again.exit_code == 0 and "left as it was" in again.output, again.output
     assert {p.name: p.read_bytes() for p in ens.iterdir()} == files
     assert runner.invoke(app, _sample_args(run, tiny_model_dir, ens)).exit_code == 0  # resumes: nothing to redo
-    other = train("--seed", "1")
+    assert train("--seed", "1").exit_code == 2  # another training's ensemble: only with --overwrite
+    assert {p.name: p.read_bytes() for p in ens.iterdir()} == files
+    other = train("--seed", "1", "--overwrite")
     assert other.exit_code == 0 and "left as it was" not in other.output
     assert (ens / "ensemble.safetensors").read_bytes() != files["ensemble.safetensors"]
     refused = runner.invoke(app, _sample_args(run, tiny_model_dir, ens))
@@ -80,7 +82,7 @@ def test_retraining_the_same_ensemble_keeps_labelled_runs_valid(tiny_model_dir, 
     # Killed between writing seed 1's weights and its JSON: seed 0's JSON is left beside them. The weights
     # match a rerun, but the stored log is another training's: the JSON is rewritten.
     (ens / "ensemble.json").write_bytes(files["ensemble.json"])
-    mended = train("--seed", "1")
+    mended = train("--seed", "1", "--overwrite")  # the killed command, rerun
     assert mended.exit_code == 0 and "left as it was" not in mended.output
     assert json.loads((ens / "ensemble.json").read_text())["training"]["seed"] == 1
 

@@ -18,7 +18,7 @@ try:  # typer >= 0.24 carries its own copy of click; earlier versions use click 
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors
 
-from ..errors import DatasetDDPMError
+from ..errors import DatasetDDPMError, printable
 from .config_file import apply_config_file, save_resolved_args
 
 
@@ -76,7 +76,7 @@ def command(name: str, group: typer.Typer | None = None):
             except DatasetDDPMError as e:
                 if os.environ.get("DATASETDDPM_DEBUG"):
                     raise
-                typer.echo(f"Error: {e}", err=True)
+                typer.echo(f"Error: {printable(e)}", err=True)  # a file name that is not UTF-8 as \xNN
                 raise typer.Exit(2) from None
             return result
         signature = inspect.signature(fn, eval_str=True)

@@ -62,8 +62,8 @@ def train_ddpm_command(
 @command("train-oracle")
 def train_oracle_command(
     out: opt.Out,
-    steps: Annotated[int, typer.Option(help="Optimisation steps (rerun with more to extend; resumes).")] = 2000,
-    pool: Annotated[int, typer.Option(help="Procedural training images.")] = 6000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps (rerun with more to extend; resumes).")] = 2000,
+    pool: Annotated[int, typer.Option(min=1, help="Procedural training images.")] = 6000,
     batch_size: opt.TrainBatch = 16,
     lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay to 0 over --steps).")] = 1e-3,
     arch: Annotated[str, typer.Option(help="deeplabv3 | deeplabv3plus | unet")] = "deeplabv3plus",
@@ -71,7 +71,7 @@ def train_oracle_command(
     input_scale: Annotated[int, typer.Option(help="Input upsampling inside the model.")] = 2,
     encoder_depth: Annotated[int, typer.Option(help="unet: encoder stages used.")] = 5,
     decoder_channels: Annotated[Optional[str], typer.Option(help="unet: decoder widths, e.g. '128,64,32,16'.")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between saved training states.")] = 250,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between saved training states.")] = 250,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
@@ -93,7 +93,7 @@ def check_samples_command(
     out: opt.Out,
     model: opt.Model = "embedded",
     oracle: Annotated[str, typer.Option(help="Oracle segmenter directory ('embedded' = shipped).")] = "embedded",
-    n: Annotated[int, typer.Option("--n", help="Samples to draw.")] = 200,
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples to draw.")] = 200,
     sampler: Annotated[str, typer.Option(help="ddpm | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     seed: opt.Seed = 0,

@@ -38,25 +38,36 @@ def train_deeplab_command(
     workers: Annotated[int, typer.Option(help="Data-parallel CPU worker processes (gloo).")] = 1,
     gpus: Annotated[int, typer.Option(help="Data-parallel GPU workers (NCCL); 0 = none.")] = 0,
     device: opt.Device = "auto",
-    loader_workers: Annotated[int, typer.Option(help="DataLoader processes per worker that read and augment pairs.")] = 0,
+    loader_workers: Annotated[Optional[int], typer.Option(help="DataLoader processes per worker that read and augment "
+                                                          "pairs (the batches do not depend on it)  [default: up to 4 "
+                                                          "per GPU process, 0 with <= 2 cores per process]")] = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast on CPU, fp16 + scaler on CUDA).")] = False,
+    amp_dtype: Annotated[Optional[str], typer.Option(help="bf16 | fp16: mixed precision of this type (implies --amp); "
+                                                     "bf16 needs no gradient scaler.")] = None,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm: BatchNorm statistics over all GPUs' "
+                                          "batches (several GPU processes).")] = False,
+    encoder_weights: Annotated[Optional[str], typer.Option(help="Pretrained encoder: a local smp/timm encoder "
+                                                           "state dict (.safetensors or weights-only .pt, loaded "
+                                                           "strictly), or 'imagenet' (smp's download; online).")] = None,
+    dist_timeout: opt.DistTimeout = None,
     seed: opt.Seed = 0,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
     dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Train DeepLabV3 (or --arch unet) from scratch on the kept pairs; resumable per epoch; best epoch on real images."""
+    """Train DeepLabV3 (or --arch unet) on the kept pairs; resumable per epoch; best epoch on real images."""
     from ..workflows import deeplab_config, train_deeplab_run
     cfg = deeplab_config(preset, arch=arch, encoder=encoder, input_scale=input_scale, epochs=epochs,
                          batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, augment=not no_augment, seed=seed,
                          loader_workers=loader_workers, real=str(real.resolve()) if real else "",
-                         real_fraction=real_fraction)
+                         real_fraction=real_fraction, sync_bn=sync_bn or None, encoder_weights=encoder_weights)
     if dry_run:
         from ..workflows import plan_deeplab_run
-        typer.echo(plan_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device).text())
+        typer.echo(plan_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device,
+                                    amp=amp_dtype or amp).text())
         return
-    result = train_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device, amp=amp,
-                               threads=opt.check_threads(threads), progress=not quiet)
+    result = train_deeplab_run(run, val, out, cfg, workers=workers, gpus=gpus, device=device, amp=amp_dtype or amp,
+                               threads=opt.check_threads(threads), timeout_s=dist_timeout, progress=not quiet)
     typer.echo(f"best epoch {result['best_epoch']} (mIoU on real train images {100 * result['best_val_miou']:.1f}); "
                f"model: {out}/best")
 

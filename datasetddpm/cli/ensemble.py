@@ -30,10 +30,13 @@ def train_ensemble_command(
     generator: opt.GeneratorKind = None,
     colour: Annotated[bool, typer.Option(help="Use the RGB-3x3 colour baseline instead of diffusion features.")] = False,
     members: Annotated[int, typer.Option(help="MLPs in the ensemble.")] = 10,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N labelled images.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N labelled images.")] = None,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an ensemble in --out trained with other "
+                                            "options (runs labelled with it then point at another model).")] = False,
     dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -45,6 +48,7 @@ def train_ensemble_command(
     from ..ensemble.train import EnsembleTrainConfig
     from ..workflows import resolve_problem, train_ensemble_folder
     opt.set_threads(threads)
+    opt.set_precision(precision, resolve_device(device))
     if members < 1:
         raise opt.option_error("--members", f"must be >= 1, got {members}")
     dev = resolve_device(device)
@@ -64,7 +68,7 @@ def train_ensemble_command(
         return
     log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
                                 train=EnsembleTrainConfig(members=members, seed=seed), device=dev,
-                                progress=not quiet)
+                                overwrite=overwrite, progress=not quiet)
     typer.echo(f"ensemble: {out} ({log['pixels']} pixels, {log['epochs']} epochs, {log['seconds_total']} s)")
     if log["unchanged"]:
         typer.echo(f"{out} already held these weights, bit for bit: left as it was, so runs labelled with it "
@@ -81,12 +85,14 @@ def segment_command(
     generator: opt.GeneratorKind = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
     quiet: opt.Quiet = False,
 ) -> None:
     """Segment images with an ensemble (direct DDPM mode) or a trained segmenter; writes palette PNG masks."""
     from ..devices import resolve_device
     from ..workflows import segment_folder
     opt.set_threads(threads)
+    opt.set_precision(precision, resolve_device(device))
     n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model, generator=generator,
                        device=resolve_device(device), progress=not quiet)
     typer.echo(f"wrote {n} masks to {out}")
@@ -101,6 +107,7 @@ def evaluate_command(
     limit: opt.TestLimit = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
     quiet: opt.Quiet = False,
 ) -> None:
     """Per-class IoU and mIoU (reference protocol) on a labelled test split."""
@@ -108,6 +115,7 @@ def evaluate_command(
     from ..devices import resolve_device
     from ..workflows import evaluate_folder
     opt.set_threads(threads)
+    opt.set_precision(precision, resolve_device(device))
     ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, device=resolve_device(device),
                          progress=not quiet)
     print_evaluation(ev, f"{ensemble} on {data} ({ev.num_images} images)")
@@ -124,6 +132,7 @@ def suggest_command(
     model: opt.ModelOverride = None,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
     quiet: opt.Quiet = False,
 ) -> None:
     """Suggest which unlabelled images to annotate next: the ensemble's most uncertain, kept diverse;
@@ -131,6 +140,10 @@ def suggest_command(
     from ..devices import resolve_device
     from ..suggest import suggest
     opt.set_threads(threads)
+    opt.set_precision(precision, resolve_device(device))
     rows = suggest(images, ensemble, k, out, diversity=diversity, model=model, device=resolve_device(device),
                    progress=not quiet)
-    typer.echo(f"suggested {len(rows)} images in {out}: " + ", ".join(r["file"] for r in rows))
+    from ..errors import printable
+    typer.echo(f"suggested {len(rows)} images in {out}: " + ", ".join(printable(r["file"]) for r in rows))
+    typer.echo(f"Label Studio import with the ensemble's masks: {out}/label_studio_config.xml and "
+               "label_studio_tasks.json (docs/labelling_tools.md); back with `datasetddpm import-annotations`")

@@ -14,6 +14,8 @@ def get_app() -> typer.Typer:
     # Importing a command module adds its commands to `app`.
     from . import convert, data, ddpm, deeplab, demo, ensemble, export, pipeline, presets, probe, show, study  # noqa: F401
     from . import stylegan2  # noqa: F401
+    from . import labelling  # noqa: F401
+    from . import download, reproduce  # noqa: F401
     return app
 
 

@@ -13,8 +13,9 @@ GeneratorKind = Annotated[Optional[str], typer.Option("--generator", help="diffu
                                                       "Optional: a model folder says which it is; with --model it is "
                                                       "checked, alone 'stylegan2' picks the embedded StyleGAN2.")]
 ModelOverride = Annotated[Optional[str], typer.Option("--model", help="Override the diffusion model recorded in the ensemble.")]
-TestLimit = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N test images.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+# Integer options with a range say so to the parser (`min=`): a value outside is one line before the command runs.
+TestLimit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N test images.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed gives the same result.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check the inputs, time a few steps on this device and print the plan (work, disk, time); write nothing.")]
 # Options every generator trainer takes (train-ddpm, train-stylegan2), each with its own default.
@@ -32,6 +33,19 @@ RealFraction = Annotated[float, typer.Option("--real-fraction", help="Mix the re
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")]
 Device = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
+# Speed options of every command that runs a diffusion UNet (the CUDA default: generators.loading).
+Precision = Annotated[str, typer.Option("--precision", help="UNet arithmetic: auto | fp32 | tf32 | bf16 | fp16. auto: "
+                                        "fp32 on a CPU, fp16 on a GPU (its labels agree with fp32's: "
+                                        "docs/studies/precision); a run keeps the one it started with.")]
+Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the sampling UNet "
+                                                 "(GPU; minutes to compile, then faster; default: the run's own, else off).")]
+# Independent tasks of one run (a Slurm job array, a batch queue): no network between them.
+TaskIndex = Annotated[Optional[int], typer.Option("--task-index", help="This task's index, 0..N-1 (default: "
+                                                  "$SLURM_ARRAY_TASK_ID); it writes shards k with k mod N == I.")]
+TaskCount = Annotated[Optional[int], typer.Option("--task-count", help="Independent tasks sharing the run (default: "
+                                                  "$SLURM_ARRAY_TASK_COUNT, else 1); `finalize` once all are done.")]
+DistTimeout = Annotated[Optional[float], typer.Option("--dist-timeout", help="Seconds a process waits at a "
+                                                      "collective (torchrun's start, DDP steps; default 1800).")]
 Preset = Annotated[str, typer.Option("--preset", help="Named preset: classes, ignore label, blocks, steps, resolution "
                                       "(embedded, bedroom_28, ffhq_34, cat_15, horse_21, celeba_19, ade_bedroom_30; "
                                       "see `datasetddpm presets`).")]
@@ -71,6 +85,13 @@ def set_threads(threads: int | None) -> None:
     if check_threads(threads) is not None:
         import torch
         torch.set_num_threads(threads)
+
+
+def set_precision(precision: str, device) -> None:
+    """--precision of a feature command, resolved for its device (auto: fp32 on a CPU, the CUDA default on a
+    GPU) and applied to every generator the command loads."""
+    from ..generators.loading import resolve_precision, set_process_precision
+    set_process_precision(resolve_precision(precision, device))
 
 
 def option_error(option: str, problem: str):

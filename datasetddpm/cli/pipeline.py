@@ -41,7 +41,13 @@ def sample_command(
     device: Device = "auto",
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
-    threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per CPU worker (recorded: CPU kernels "
+                                                   "round differently; default: the run's own, else all cores).")] = None,
+    precision: opt.Precision = "auto",
+    compile: opt.Compile = None,
+    task_index: opt.TaskIndex = None,
+    task_count: opt.TaskCount = None,
+    dist_timeout: opt.DistTimeout = None,
     dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -57,22 +63,42 @@ def sample_command(
         _annotate(out, for_annotation, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,
                   k_option="--for-annotation")
         return
+    from ..distributed import resolve_tasks
     from ..pipeline.config import SampleConfig
-    from ..pipeline.generate import sample_run
     cfg = SampleConfig(model=model or "", n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
                        batch_size=batch_size, shard_size=shard_size)
+    _sample(out, cfg, dict(ensemble=ensemble, workers=workers, gpus=gpus, device=device,
+                           trajectory_features=trajectory_features, precision=precision, compile=compile,
+                           threads=opt.check_threads(threads)),
+            dict(overwrite=overwrite, progress=not quiet, tasks=resolve_tasks(task_index, task_count),
+                 timeout_s=dist_timeout), dry_run)
+
+
+def _sample(out: Path, cfg, checked: dict, run_only: dict, dry_run: bool) -> None:
+    """`sample`'s run: `checked` options go to the dry run's plan too, `run_only` ones to the run alone."""
     if dry_run:
         from ..plans import plan_sample_run
-        typer.echo(plan_sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device,
-                                   trajectory_features=trajectory_features).text())
+        typer.echo(plan_sample_run(out, cfg, **checked).text())
         return
-    result = sample_run(out, cfg, ensemble=ensemble, workers=workers, gpus=gpus, device=device,
-                        threads=opt.check_threads(threads), overwrite=overwrite,
-                        trajectory_features=trajectory_features, progress=not quiet)
+    from ..pipeline.generate import sample_run
+    result = sample_run(out, cfg, **checked, **run_only)
     if result["main"]:  # under torchrun: rank 0 reports
+        labelled = f", {result['labelled']} labelled" if checked["ensemble"] else ""
+        _report(out, result, f"{result['samples']} samples{labelled}")
+
+
+def _report(out: Path, result: dict, counts: str) -> None:
+    """The run's state once this process's shards are done: a preview when every shard is committed and no
+    other task or rank still writes, else what is missing (other tasks may still be running)."""
+    from ..pipeline.part_lock import live_parts
+    if result["complete"] and not live_parts(out):
         preview = _write_preview(out)
-        typer.echo(f"{out}: {result['samples']} samples" + (f", {result['labelled']} labelled" if ensemble else "")
-                   + (f"; preview: {preview}" if preview else ""))
+        typer.echo(f"{out}: {counts}" + (f"; preview: {preview}" if preview else ""))
+        return
+    missing = result["missing_shards"]
+    who = f"task {result['task']} of {result['tasks']}: its shards are done; " if result["tasks"] > 1 else ""
+    typer.echo(f"{out}: {who}{counts} so far" + (f"; {len(missing)} shard(s) not committed yet (first: "
+                                                f"{missing[0]}), by other tasks or ranks" if missing else ""))
 
 
 def _check_for_annotation(k: int, given: tuple[tuple[str, bool], ...]) -> None:
@@ -85,14 +111,18 @@ def _check_for_annotation(k: int, given: tuple[tuple[str, bool], ...]) -> None:
 
 
 def _annotate(out, k, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,
-              k_option: str = "--k") -> None:
+              k_option: str = "--k", ensemble: Path | None = None) -> None:
     from ..devices import resolve_device
     from ..pipeline.annotate import annotate_folder
     opt.set_threads(threads)
-    paths = annotate_folder(out, k, model=model or "embedded", seed=seed, sampler=sampler,
+    model = model or ("embedded" if ensemble is None else None)  # None: the ensemble's own model
+    paths = annotate_folder(out, k, model=model, seed=seed, sampler=sampler,
                             sampling_steps=sampling_steps, batch_size=batch_size, oracle_annotate=oracle_annotate,
-                            device=resolve_device(device), k_option=k_option)
+                            device=resolve_device(device), k_option=k_option, ensemble=ensemble)
     typer.echo(f"wrote {len(paths)} samples for annotation to {out}" + (" (masks by the oracle)" if oracle_annotate else ""))
+    if (Path(out) / "label_studio_tasks.json").is_file():
+        typer.echo(f"Label Studio import: {out}/label_studio_config.xml and label_studio_tasks.json "
+                   "(docs/labelling_tools.md); back with `datasetddpm import-annotations`")
 
 
 @command("annotate")
@@ -100,22 +130,27 @@ def annotate_command(
     out: opt.Out,
     k: Annotated[int, typer.Option("--k", help="Samples to export for annotators.")] = 20,
     model: Annotated[Optional[str], typer.Option(help="Model folder (diffusion or StyleGAN2), 'embedded', "
-                                                 "'embedded-stylegan2' or adm:<flags>:<file.pt>.")] = None,
+                                                 "'embedded-stylegan2' or adm:<flags>:<file.pt> (default: the "
+                                                 "--ensemble's model, else 'embedded').")] = None,
     generator: opt.GeneratorKind = None,
     sampler: Annotated[str, typer.Option(help="ddpm (full ancestral) | ddim | dpm++")] = "ddim",
     sampling_steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     batch_size: Annotated[int, typer.Option(help="Samples per UNet batch.")] = 50,
     oracle_annotate: Annotated[bool, typer.Option("--oracle-annotate", help="On the embedded domain: the oracle "
                                                   "writes the masks (the paper's labeller protocol, end to end).")] = False,
+    ensemble: Annotated[Optional[Path], typer.Option("--ensemble", help="Pre-annotate: this ensemble's masks and "
+                                                     "uncertainty go into the Label Studio and CVAT imports.")] = None,
     device: Device = "auto",
     seed: opt.Seed = 0,
     threads: opt.Threads = None,
 ) -> None:
     """Export K generated samples as a labelled-folder layout for annotators (`<stem>.png`; annotators add
-    `<stem>.npy` or `<stem>_mask.png`), with their seeds (and a StyleGAN2's latents): the paper's protocol."""
+    `<stem>.npy` or `<stem>_mask.png`), with their seeds (and a StyleGAN2's latents): the paper's protocol.
+    Beside them, a Label Studio import and CVAT masks (pre-annotated by --ensemble or the oracle; see
+    docs/labelling_tools.md); `import-annotations` brings the labels back."""
     from ..generators.loading import resolve_model
     _annotate(out, k, resolve_model(model, generator), seed, sampler, sampling_steps, batch_size, oracle_annotate,
-              device, threads)
+              device, threads, ensemble=ensemble)
 
 
 def _write_preview(out: Path):
@@ -136,6 +171,10 @@ def label_command(
     device: Device = "auto",
     overwrite: opt.Overwrite = False,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per worker.")] = None,
+    precision: opt.Precision = "auto",
+    task_index: opt.TaskIndex = None,
+    task_count: opt.TaskCount = None,
+    dist_timeout: opt.DistTimeout = None,
     dry_run: opt.DryRun = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -146,11 +185,12 @@ def label_command(
         from ..plans import plan_label_run
         typer.echo(plan_label_run(out, ensemble, workers=workers, gpus=gpus, device=device).text())
         return
+    from ..distributed import resolve_tasks
     result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=opt.check_threads(threads),
-                       overwrite=overwrite, progress=not quiet)
+                       overwrite=overwrite, progress=not quiet, precision=precision,
+                       tasks=resolve_tasks(task_index, task_count), timeout_s=dist_timeout)
     if result["main"]:
-        preview = _write_preview(out)
-        typer.echo(f"{out}: {result['labelled']} labelled" + (f"; preview: {preview}" if preview else ""))
+        _report(out, result, f"{result['labelled']} labelled")
 
 
 @command("label-images")
@@ -160,21 +200,27 @@ def label_images_command(
     out: Run,
     batch_size: Annotated[int, typer.Option(help="Images per labelling batch (part of the run config).")] = 50,
     shard_size: Annotated[int, typer.Option(help="Images per shard (a multiple of --batch-size).")] = 500,
+    workers: Workers = 1,
+    gpus: Gpus = 0,
     device: Device = "auto",
     overwrite: opt.Overwrite = False,
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
+    task_index: opt.TaskIndex = None,
+    task_count: opt.TaskCount = None,
+    dist_timeout: opt.DistTimeout = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Label your own unlabelled real images with the ensemble into a run folder (shards, JS scores), like
     `sample --ensemble` does for samples: `finalize`, `train-deeplab` and `export` then work on it."""
-    from ..devices import resolve_device
+    from ..distributed import resolve_tasks
     from ..pipeline.real_images import label_images_run
-    opt.set_threads(threads)
-    result = label_images_run(images, ensemble, out, batch_size=batch_size, shard_size=shard_size,
-                              device=str(resolve_device(device)), overwrite=overwrite, progress=not quiet)
-    preview = _write_preview(out)
-    typer.echo(f"{out}: {result['labelled']} of {result['images']} images labelled"
-               + (f"; preview: {preview}" if preview else ""))
+    result = label_images_run(images, ensemble, out, batch_size=batch_size, shard_size=shard_size, device=device,
+                              overwrite=overwrite, progress=not quiet, workers=workers, gpus=gpus,
+                              threads=opt.check_threads(threads), precision=precision,
+                              tasks=resolve_tasks(task_index, task_count), timeout_s=dist_timeout)
+    if result["main"]:
+        _report(out, result, f"{result['labelled']} of {result['images']} images labelled")
 
 
 @command("finalize")
@@ -210,14 +256,22 @@ def verify_command(
     Exit 0 only when the run is clean; 1 when problems are listed."""
     from ..pipeline.repair import repair_run
     from ..pipeline.verify import verify_run
-    report = verify_run(run)
-    for problem in report.problems:
-        typer.echo(str(problem))
-    if repair and not report.clean:
-        typer.echo(f"repairing {len(report.problems)} problem(s) ...")
-        report = repair_run(run, workers=workers, progress=not quiet)
+    if workers < 1:  # checked up front, as every integer option: a clean run would otherwise never look at it
+        raise opt.option_error("--workers", f"must be >= 1, got {workers}")
+
+    def found(report) -> None:  # under the run lock when repairing: nothing is printed for a refused repair
         for problem in report.problems:
+            typer.echo(str(problem))
+        if repair and not report.clean:
+            typer.echo(f"repairing {len(report.problems)} problem(s) ...")
+    if repair:
+        first = []
+        report = repair_run(run, workers=workers, progress=not quiet, found=lambda r: (first.append(r), found(r)))
+        for problem in report.problems if not first[0].clean else ():
             typer.echo(f"still: {problem}")
+    else:
+        report = verify_run(run)
+        found(report)
     status = "clean" if report.clean else f"{len(report.problems)} problem(s)"
     typer.echo(f"{run}: {report.samples} samples, {report.labelled} labelled, {report.shards} shards: {status}")
     if not report.clean:

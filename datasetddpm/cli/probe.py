@@ -28,6 +28,7 @@ def probe_command(
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
+    precision: opt.Precision = "auto",
     quiet: opt.Quiet = False,
 ) -> None:
     """Train one MLP per (block, step) and save the mIoU grid as probe.json + probe.png."""
@@ -35,6 +36,7 @@ def probe_command(
     from ..probe import best_cell
     from ..workflows import probe_folder
     opt.set_threads(threads)
+    opt.set_precision(precision, resolve_device(device))
     result = probe_folder(data, out, test=test, preset=preset, model=model, generator=generator,
                           blocks=None if blocks == "all" else opt.parse_ints("--blocks", blocks),
                           steps=opt.parse_ints("--steps", steps), train_images=train_images,

@@ -371,3 +371,33 @@ def synthetic_size_command(
     run_synthetic_size_study(out, ensemble, data, cfg, workers=workers, threads=threads, device=device,
                              progress=not quiet)
     typer.echo((out / "study.md").read_text())
+
+
+@command("precision", group=study_app)
+def precision_command(
+    ensemble: Annotated[Path, typer.Option(help="Ensemble (diffusion features, the embedded domain) that labels the "
+                                                "test images and the samples at each precision.")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset root: real/test is labelled at each precision.")],
+    out: opt.Out = Path("runs/study_precision"),
+    precisions: Annotated[str, typer.Option(help="Reduced precisions compared with fp32 (bf16, fp16; tf32 on a GPU); "
+                                                 "the first acceptable one is recommended.")] = "bf16,fp16",
+    n: Annotated[int, typer.Option(help="Samples per precision (the same seeds).")] = 200,
+    test_images: TestImages = 200,
+    sampling_steps: Annotated[int, typer.Option(help="DDIM steps (sample's default).")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Samples per UNet call (sample's default).")] = 50,
+    quick: Quick = False,
+    seed: opt.Seed = 0,
+    threads: opt.Threads = None,
+    device: StudyDevice = "cpu",
+) -> None:
+    """What --precision bf16/fp16 costs against fp32: label agreement and mIoU difference on real test images,
+    and on samples of the same seeds the pixel difference, the oracle's sample check and label agreement, all
+    with paired intervals; recommends the first precision a stated rule accepts."""
+    from ..studies.precision import PrecisionStudyConfig, run_precision_study
+    opt.set_threads(threads)
+    chosen = tuple(p.strip().lower() for p in precisions.split(",") if p.strip())
+    cfg = PrecisionStudyConfig.quick(chosen) if quick else PrecisionStudyConfig(
+        precisions=chosen, n=n, seed=seed, sampling_steps=sampling_steps, batch_size=batch_size,
+        test_images=test_images)
+    run_precision_study(out, ensemble, data, cfg, device=device)
+    typer.echo((out / "study.md").read_text())

@@ -315,9 +315,10 @@ def convert_adm_state_dict(sd: dict[str, torch.Tensor], flags: ADMFlags, source=
     return out
 
 
-def adm_unet(pt_path: str | Path, flags: ADMFlags) -> UNet2DModel:
-    """The diffusers UNet of an ADM `.pt` (or .safetensors) state dict, weights checked strictly."""
-    sd = convert_adm_state_dict(load_state_dict_file(pt_path), flags, pt_path)
+def adm_unet(pt_path: str | Path, flags: ADMFlags, meta: bool = False) -> UNet2DModel:
+    """The diffusers UNet of an ADM `.pt` (or .safetensors) state dict, weights checked strictly (`meta`:
+    shapes only, on the meta device, for validation without reading the weights)."""
+    sd = convert_adm_state_dict(load_state_dict_file(pt_path, meta), flags, pt_path)
     return build_unet(adm_unet_config(flags), sd, pt_path).eval()
 
 
@@ -325,7 +326,7 @@ def load_adm(path: str | Path, flags: ADMFlags | str, *, device: str | torch.dev
     """An ADM checkpoint as a `DiffusionGenerator` (converted in memory). Its `source` is the
     `adm:<flags>:<path>` string that reloads it (what an ensemble records as its model)."""
     flags, spec = resolve_flags(flags)
-    unet = adm_unet(path, flags)
+    unet = adm_unet(path, flags, meta=torch.device(device).type == "meta")
     return DiffusionGenerator(unet.to(device), adm_scheduler_config(flags), source=f"adm:{spec}:{Path(path).resolve()}")
 
 

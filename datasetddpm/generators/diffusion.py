@@ -22,7 +22,9 @@ from ..io import (load_state_dict_file, load_state_strict, read_json,
 from .base import FeatureSpec
 
 CHECKPOINT_FORMAT = "datasetddpm.ddpm"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# --precision: the autocast dtype of UNet calls (None: float32). On a GPU fp32 keeps torch's defaults (cuDNN
+# convolutions may use TensorFloat-32, matmuls do not); tf32 lets matmuls use it too. A CPU has no TF32.
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = {
     "ddpm": DDPMScheduler,  # the paper's full ancestral sampler
     "ddim": DDIMScheduler,
@@ -86,6 +88,9 @@ class DiffusionGenerator:
         if precision not in PRECISIONS:
             raise OptionError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.autocast = PRECISIONS[precision]
+        if self.device.type == "cuda":  # fp32 keeps torch's defaults (runs made before --precision existed)
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = True
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
         self._sampling_unet = torch.compile(self.unet) if compile else self.unet
@@ -300,13 +305,13 @@ def build_unet(config: dict, state: dict[str, torch.Tensor], source, config_sour
     return unet
 
 
-def _diffusers_weights(unet_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
+def _diffusers_weights(unet_dir: Path, meta: bool = False) -> tuple[dict[str, torch.Tensor], Path]:
     """The UNet's weights (safetensors, else a weights-only .bin) with current attention names."""
     found = [unet_dir / n for n in DIFFUSERS_WEIGHTS if (unet_dir / n).is_file()]
     if not found:
         raise InputError(unet_dir, f"no weights found (expected {' or '.join(DIFFUSERS_WEIGHTS)})")
     renamed = {}
-    for key, value in load_state_dict_file(found[0]).items():
+    for key, value in load_state_dict_file(found[0], meta).items():
         parts = key.split(".")
         if "attentions" in parts and parts[-2] in _DEPRECATED_ATTENTION:
             parts[-2] = _DEPRECATED_ATTENTION[parts[-2]]
@@ -326,6 +331,6 @@ def _load_diffusers(directory: Path, device) -> DiffusionGenerator:
     if not scheduler_file.is_file():
         raise InputError(scheduler_file, "file not found: a diffusers model needs its training noise schedule")
     scheduler = read_json(scheduler_file)
-    state, weights = _diffusers_weights(unet_dir)
+    state, weights = _diffusers_weights(unet_dir, torch.device(device).type == "meta")
     unet = build_unet(config, state, weights, unet_dir / "config.json")
     return DiffusionGenerator(unet.to(device), scheduler, source=str(directory.resolve()))

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -15,14 +16,15 @@ import torch
 
 from ..devices import resolve_device
 from ..direct import FeatureSource, GivenMaps, segment
-from ..distributed import launch, resolve_world, torchrun_env
+from ..distributed import Tasks, launch, resolve_world, shard_delay, torchrun_env
 from ..ensemble.model import load_ensemble
 from ..errors import DatasetDDPMError, InputError, OptionError
 from ..io import check_output_dir, read_json, run_lock
-from ..generators.loading import load_generator
+from ..generators.loading import load_generator, resolve_precision, speed_up
 from ..progress import progress_bar
 from ..seeds import filled
-from .config import SampleConfig, claim_manifest, sample_seed
+from .config import SampleConfig, claim_manifest, recorded_settings, sample_seed
+from .part_lock import part_lock
 from .shards import ShardStore
 
 FAULT_ENV = "DATASETDDPM_FAULT_AFTER_BATCHES"  # tests: SIGKILL this process after N sampled batches
@@ -41,13 +43,14 @@ LABEL_BATCH = 8  # images per UNet pass when labelling (direct.segment's default
 class Labeller:
     """The ensemble and its generator on one device; labels a batch of images (numpy in, numpy out)."""
 
-    def __init__(self, ensemble_dir: str | Path, generator=None, device: str | torch.device = "cpu"):
+    def __init__(self, ensemble_dir: str | Path, generator=None, device: str | torch.device = "cpu",
+                 precision: str = "fp32"):
         self.ensemble = load_ensemble(ensemble_dir).to(device)
         spec = self.ensemble.cfg.feature_spec()
         if spec is None:  # a colour ensemble (label-images) needs no generator
             generator = None
         elif generator is None:  # `label` over a finished run; `sample` passes its own (checked) generator
-            generator = load_generator(self.ensemble.cfg.model or "embedded", device)
+            generator = speed_up(load_generator(self.ensemble.cfg.model or "embedded", device), precision)
         self.source = FeatureSource(generator, spec)
         self.num_classes = self.ensemble.cfg.num_classes
 
@@ -79,52 +82,109 @@ def committed_samples(store: ShardStore, cfg: SampleConfig, labels: bool) -> int
     return sum(len(cfg.shard_range(k)) for k in range(cfg.num_shards) if store.committed(k, labels))
 
 
+WRITE_BEHIND = True  # benchmarks/writer_overlap.py turns it off to time the serial loop
+
+
+class ShardWriter:
+    """Shard k's PNG encoding, hashing and fsyncs run in one background thread while shard k+1 samples.
+
+    One thread, first in first out: a shard's labels are written after its images, and shards commit in
+    order. At most one shard waits to be written (`wait` before queueing the next), so memory stays at two
+    shards. The same `ShardStore` calls as a serial loop, hence the same bytes; a write error is raised in
+    the sampling thread at its next `wait`."""
+
+    def __init__(self, enabled: bool = True):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shard-writer") if enabled else None
+        self._pending: list[Future] = []
+
+    def submit(self, fn, *args, **kwargs) -> None:
+        if self._pool is None:
+            fn(*args, **kwargs)
+        else:
+            self._pending.append(self._pool.submit(fn, *args, **kwargs))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
+def owned_shards(cfg: SampleConfig, rank: int, world: int) -> list[int]:
+    """The shards of global rank `rank` of `world`: k % world == rank."""
+    return [k for k in range(cfg.num_shards) if k % world == rank]
+
+
+def _sample_shard(k: int, cfg: SampleConfig, generator, labeller, trajectory: bool, on_batch) -> tuple:
+    """Shard k's images (and, in trajectory mode, its labels): full batches only (see `filled`)."""
+    ids = list(cfg.shard_range(k))
+    chunks, segs = [], []
+    for b in range(0, len(ids), cfg.batch_size):
+        batch = ids[b:b + cfg.batch_size]
+        seeds = filled([sample_seed(cfg.seed, i) for i in batch], cfg.batch_size)
+        if trajectory:
+            images, seg = labeller.sample_and_label(seeds, cfg)
+            chunks.append(images[:len(batch)])
+            segs.append(seg.first(len(batch)))
+        else:
+            chunks.append(generator.sample(seeds, sampler=cfg.sampler, num_steps=cfg.sampling_steps)
+                          .permute(0, 2, 3, 1).numpy()[:len(batch)])
+        on_batch(b + len(batch))
+    return ids, np.concatenate(chunks), segs
+
+
 def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str | None, labels_hash: str,
-          do_sample: bool, device: str, progress: bool, trajectory: bool = False) -> None:
+          do_sample: bool, device: str, progress: bool, trajectory: bool = False, tasks: Tasks = Tasks(),
+          precision: str = "fp32") -> None:
     cfg = SampleConfig(**cfg_dict)
     device = resolve_device(device, rank=rank)
+    if cfg.threads and device.type == "cpu":  # the thread count that shaped the run's bits
+        torch.set_num_threads(cfg.threads)
+    grank, gworld = tasks.global_rank(rank, world), tasks.global_world(world)
     store = ShardStore(run_dir)
-    fault_after = int(os.environ.get(FAULT_ENV, "0"))
-    generator = load_generator(cfg.model, device) if do_sample else None
-    labeller = Labeller(ensemble_dir, generator, device) if ensemble_dir else None
-    mine = [k for k in range(cfg.num_shards) if k % world == rank]
-    batches_done = 0
-    with progress_bar(progress and rank == 0) as bar:
+    store.clean_partials(owned_shards(cfg, grank, gworld))
+    fault_after, delay = int(os.environ.get(FAULT_ENV, "0")), shard_delay(grank)
+    generator = speed_up(load_generator(cfg.model, device), cfg.precision, cfg.compile) if do_sample else None
+    labeller = Labeller(ensemble_dir, generator, device, precision) if ensemble_dir else None
+    batches_done = [0]
+    with progress_bar(progress and grank == 0) as bar, ShardWriter(WRITE_BEHIND) as writer:
         task = bar.add_task("sample" if do_sample else "label", total=cfg.n,
                             completed=committed_samples(store, cfg, labels=not do_sample), info="")
-        t0, made = time.time(), 0
-        for k in mine:
+        t0, made = time.time(), [0]
+        for k in owned_shards(cfg, grank, gworld):
             need_images = do_sample and not store.committed(k, run_hash=cfg.hash())
             need_labels = labeller is not None and (need_images or not store.committed(k, True, labels_hash))
             if not need_images and not need_labels:
                 continue
+            time.sleep(delay)
             # Trajectory labels come from the sampling pass itself: a shard sampled but not yet labelled
             # is sampled again (the same seeds: the same images).
             need_images = need_images or (trajectory and need_labels)
-            ids = list(cfg.shard_range(k))
+
+            def on_batch(done: int, k=k) -> None:
+                batches_done[0] += 1
+                made[0] += cfg.batch_size
+                if fault_after and batches_done[0] >= fault_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                rate = made[0] / max(time.time() - t0, 1e-9)
+                bar.update(task, completed=committed_samples(store, cfg, False) + done,
+                           info=f"{rate * gworld:.2f} samples/s")
             if need_images:
-                chunks, segs = [], []
-                for b in range(0, len(ids), cfg.batch_size):
-                    batch = ids[b:b + cfg.batch_size]
-                    seeds = filled([sample_seed(cfg.seed, i) for i in batch], cfg.batch_size)
-                    if trajectory:
-                        images, seg = labeller.sample_and_label(seeds, cfg)
-                        chunks.append(images[:len(batch)])
-                        segs.append(seg.first(len(batch)))
-                    else:
-                        chunks.append(generator.sample(seeds, sampler=cfg.sampler, num_steps=cfg.sampling_steps)
-                                      .permute(0, 2, 3, 1).numpy()[:len(batch)])
-                    batches_done += 1
-                    made += len(batch)
-                    if fault_after and batches_done >= fault_after:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    if rank == 0:
-                        rate = made / max(time.time() - t0, 1e-9)
-                        bar.update(task, completed=committed_samples(store, cfg, False) + len(batch) + b,
-                                   info=f"{rate * world:.2f} samples/s")
-                images = np.concatenate(chunks)
-                store.write_samples(k, ids, [sample_seed(cfg.seed, i) for i in ids], images, cfg.hash())
+                ids, images, segs = _sample_shard(k, cfg, generator, labeller, trajectory, on_batch)
+                writer.wait()  # shard k-1 written: at most one shard behind
+                writer.submit(store.write_samples, k, ids, [sample_seed(cfg.seed, i) for i in ids], images, cfg.hash())
             else:
+                writer.wait()
                 ids, images = store.read_images(k)
                 if labeller is not None:
                     labeller.remember(images, [r["seed"] for r in store.read_sidecar(k)["samples"]])
@@ -135,8 +195,8 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                 else:
                     seg = labeller(images)
                     labels, scores = seg.labels, seg.image_uncertainty
-                store.write_labels(k, ids, labels, scores, labeller.num_classes, labels_hash)
-            if rank == 0:
+                writer.submit(store.write_labels, k, ids, labels, scores, labeller.num_classes, labels_hash)
+            if grank == 0:
                 bar.update(task, completed=committed_samples(store, cfg, labels=not do_sample))
 
 
@@ -158,9 +218,30 @@ def check_labeller(ensemble_dir: str | Path, generator) -> None:
                                     f"but its weights take {ens.in_dim}: the JSON does not match the weights")
 
 
-def labelling_hash(ensemble_dir: str | Path, trajectory: bool = False) -> str:
-    """What a shard's labels were made with: the ensemble's weights, and whether from trajectory features."""
-    return ensemble_hash(ensemble_dir) + ("-trajectory" if trajectory else "")
+def labelling_hash(ensemble_dir: str | Path, trajectory: bool = False, precision: str = "fp32") -> str:
+    """What a shard's labels were made with: the ensemble's weights, whether from trajectory features, and
+    the feature pass's precision (fp32 adds nothing: the key labels had before precision was an option)."""
+    return (ensemble_hash(ensemble_dir) + ("-trajectory" if trajectory else "")
+            + (f"-{precision}" if precision != "fp32" else ""))
+
+
+def resolve_settings(run: Path, cfg: SampleConfig, device: str, *, precision: str | None, compile: bool | None,
+                     threads: int | None) -> SampleConfig:
+    """The bit-shaping settings of a run: given options win; left out, an existing run's recorded ones
+    (a resume needs no flags repeated), else this device's defaults (fp32 and the CPU's thread count on a
+    CPU, the CUDA default precision on a GPU). A run whose manifest records no thread count (made before it
+    was recorded, or on a GPU) keeps none: --threads then only sets this process's threads, as it did."""
+    recorded = recorded_settings(run / "manifest.json")
+    on_cpu = torch.device(device if device != "auto" else "cpu").type == "cpu"
+    if recorded and not recorded["threads"]:
+        threads = 0
+    elif threads is None:
+        threads = cfg.threads or recorded.get("threads") or (torch.get_num_threads() if on_cpu else 0)
+    if precision is None and cfg.precision != "fp32":  # a library caller's config says it
+        precision = cfg.precision
+    return replace(cfg, precision=resolve_precision(precision, device, recorded.get("precision")),
+                   compile=(cfg.compile or recorded.get("compile", False)) if compile is None else compile,
+                   threads=threads if on_cpu else 0)
 
 
 def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None,
@@ -169,12 +250,14 @@ def resolve_sample_config(cfg: SampleConfig, ensemble: str | Path | None,
     and the model's image side.
 
     No --model (cfg.model empty) means the ensemble's own model, else the embedded one; the model is
-    recorded as an absolute path, so the run can be continued from any working directory."""
+    recorded as an absolute path, so the run can be continued from any working directory. The model is
+    built on the meta device from its config and weight headers: the parent of G workers holds no weights."""
     cfg.validate()
     if not cfg.model:
         cfg = replace(cfg, model=load_ensemble(ensemble).cfg.model or "embedded" if ensemble else "embedded")
-    generator = load_generator(cfg.model)
+    generator = load_generator(cfg.model, "meta")
     generator.make_sampler(cfg.sampler, cfg.sampling_steps)  # unknown sampler / step count: one line
+    speed_up(generator, cfg.precision)  # a StyleGAN2 refuses bf16 here, before anything is written
     if ensemble is not None:
         check_labeller(ensemble, generator)
     if trajectory:
@@ -205,18 +288,39 @@ def check_run_generator(run_dir: str | Path, generator: str | None) -> None:
 
 
 def claim_labels(run: Path, ensemble_dir: str | Path, cfg: SampleConfig, store: ShardStore, labels_hash: str,
-                  overwrite: bool, trajectory: bool = False) -> None:
+                 overwrite: bool, trajectory: bool = False, precision: str = "fp32") -> None:
     config = {"ensemble": str(Path(ensemble_dir).resolve())}
     if trajectory:  # labels from the sampler's own activations: another labelling than `label`'s
         config["features"] = "trajectory"
+    if precision != "fp32":
+        config["precision"] = precision
     if claim_manifest(run / "labels_manifest.json", "labels", config, labels_hash, overwrite=overwrite):
         for k in range(cfg.num_shards):
             store.discard(k, labels_only=True)
 
 
-def _lock_holder() -> bool:
-    """The process that holds the run lock: this one, or global rank 0 under torchrun."""
-    return not torchrun_env() or os.environ.get("RANK") == "0"
+def writer_lock(run: Path, tasks: Tasks, world: int):
+    """The run lock of a run's only writer; a part lock per torchrun rank or batch task, which share it."""
+    if torchrun_env():
+        return part_lock(run, f"rank-{tasks.global_rank(int(os.environ['RANK']), world)}")
+    if tasks.count > 1:
+        return part_lock(run, f"task-{tasks.index}")
+    return run_lock(run)
+
+
+def prepare_cleaner(store: ShardStore, cfg: SampleConfig, tasks: Tasks, world: int):
+    """Leftovers of interrupted writes to delete before starting: every one for the run's only writer, else
+    only those of this task's shards (another task may be writing its own right now)."""
+    if tasks.count == 1:
+        return store.clean_partials()
+    mine = [k for k in range(cfg.num_shards) if k % tasks.global_world(world) // world == tasks.index]
+    store.clean_partials(mine)
+
+
+def check_tasks(tasks: Tasks, overwrite: bool) -> None:
+    if tasks.count > 1 and overwrite:
+        raise OptionError("--overwrite", "would discard the run while other tasks write it; discard it once "
+                                         "(delete the folder) before starting the tasks")
 
 
 def first_shard_bytes(cfg: SampleConfig, resolution: int) -> int:
@@ -225,55 +329,73 @@ def first_shard_bytes(cfg: SampleConfig, resolution: int) -> int:
 
 def sample_run(run_dir: str | Path, cfg: SampleConfig, *, ensemble: str | Path | None = None, workers: int = 1,
                gpus: int = 0, device: str = "cpu", threads: int | None = None, overwrite: bool = False,
-               trajectory_features: bool = False, progress: bool = True) -> dict:
+               trajectory_features: bool = False, progress: bool = True, precision: str | None = None,
+               compile: bool | None = None, tasks: Tasks = Tasks(), timeout_s: float | None = None) -> dict:
     """Generate `cfg.n` samples into `run_dir` (labelling each shard when `ensemble` is given); resumable.
     With `trajectory_features` the labels come from the sampling UNet's own decoder activations at the
     ensemble's steps (which the sampler must visit): no feature pass. Every input is checked before anything
-    is written. Under torchrun (any number of nodes) every rank runs this; rank 0 alone writes the manifests."""
+    is written. Under torchrun (any number of nodes) every rank runs this; rank 0 alone writes the manifests.
+    With `tasks` this command is one of several independent ones writing the run (shard k: task
+    k % (count * world) // world)."""
     world, backend, device = resolve_world(workers, gpus, device)
-    cfg, resolution = resolve_sample_config(cfg, ensemble, trajectory_features)
+    check_tasks(tasks, overwrite)
     run = Path(run_dir)
+    cfg = resolve_settings(run, cfg, device, precision=precision, compile=compile, threads=threads)
+    cfg, resolution = resolve_sample_config(cfg, ensemble, trajectory_features)
     check_output_dir(run, first_shard_bytes(cfg, resolution))
     store = ShardStore(run)
-    labels_hash = labelling_hash(ensemble, trajectory_features) if ensemble else ""
+    labels_hash = labelling_hash(ensemble, trajectory_features, cfg.precision) if ensemble else ""
 
     def prepare() -> None:
         if claim_manifest(run / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=overwrite):
             shutil.rmtree(store.root, ignore_errors=True)  # a different run: start from nothing
-        store.clean_partials()
+        prepare_cleaner(store, cfg, tasks, world)
         if ensemble:
-            claim_labels(run, ensemble, cfg, store, labels_hash, overwrite, trajectory_features)
+            claim_labels(run, ensemble, cfg, store, labels_hash, overwrite, trajectory_features, cfg.precision)
 
-    with run_lock(run, enabled=_lock_holder()):
+    with writer_lock(run, tasks, world):
         main = launch(_work, (str(run), asdict(cfg), str(ensemble) if ensemble else None, labels_hash, True, device,
-                              progress, trajectory_features), world=world, backend=backend, threads=threads,
-                      prepare=prepare)
-    return {"samples": committed_samples(store, cfg, False),
-            "labelled": committed_samples(store, cfg, True) if ensemble else 0, "main": main}
+                              progress, trajectory_features, tasks, cfg.precision), world=world, backend=backend,
+                      threads=cfg.threads or threads, prepare=prepare, collective=False, timeout_s=timeout_s)
+    return run_summary(store, cfg, ensemble is not None, main, tasks)
+
+
+def run_summary(store: ShardStore, cfg: SampleConfig, labelled: bool, main: bool, tasks: Tasks) -> dict:
+    missing = [k for k in range(cfg.num_shards) if not store.committed(k, labels=labelled)]
+    return {"samples": committed_samples(store, cfg, False), "labelled": committed_samples(store, cfg, True)
+            if labelled else 0, "main": main, "complete": not missing, "missing_shards": missing,
+            "task": tasks.index, "tasks": tasks.count}
 
 
 def label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gpus: int = 0, device: str = "cpu",
-              threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+              threads: int | None = None, overwrite: bool = False, progress: bool = True,
+              precision: str | None = None, tasks: Tasks = Tasks(), timeout_s: float | None = None) -> dict:
     """Label every committed shard of an existing sample run that has no labels yet; resumable. The
     ensemble is checked against the run's model before any label is written or (--overwrite) deleted."""
+    from .selection import read_run_config
     run = Path(run_dir)
-    cfg = SampleConfig(**read_json(run / "manifest.json")["config"])
+    cfg = read_run_config(run)  # an edited manifest: one line naming the key
     world, backend, device = resolve_world(workers, gpus, device)
+    check_tasks(tasks, overwrite)
     store = ShardStore(run)
     missing = [k for k in range(cfg.num_shards) if not store.committed(k)]
     if missing:
         raise DatasetDDPMError(f"{run}: {len(missing)} shard(s) not sampled yet (first: {missing[0]}); "
                                f"finish `datasetddpm sample` first")
-    generator = load_generator(cfg.model)
+    generator = load_generator(cfg.model, "meta")
     check_labeller(ensemble, generator)
+    recorded = read_json(run / "labels_manifest.json").get("config", {}) if (run / "labels_manifest.json").is_file() else {}
+    precision = resolve_precision(precision, device, recorded.get("precision", "fp32") if recorded else None)
+    speed_up(generator, precision)
     check_output_dir(run, first_shard_bytes(cfg, generator.resolution))
-    labels_hash = ensemble_hash(ensemble)
+    labels_hash = labelling_hash(ensemble, precision=precision)
 
     def prepare() -> None:
-        store.clean_partials()
-        claim_labels(run, ensemble, cfg, store, labels_hash, overwrite)
+        prepare_cleaner(store, cfg, tasks, world)
+        claim_labels(run, ensemble, cfg, store, labels_hash, overwrite, precision=precision)
 
-    with run_lock(run, enabled=_lock_holder()):
-        main = launch(_work, (str(run), asdict(cfg), str(ensemble), labels_hash, False, device, progress),
-                      world=world, backend=backend, threads=threads, prepare=prepare)
-    return {"labelled": committed_samples(store, cfg, True), "main": main}
+    with writer_lock(run, tasks, world):
+        main = launch(_work, (str(run), asdict(cfg), str(ensemble), labels_hash, False, device, progress, False, tasks,
+                              precision), world=world, backend=backend, threads=cfg.threads or threads,
+                      prepare=prepare, collective=False, timeout_s=timeout_s)
+    return run_summary(store, cfg, True, main, tasks)

@@ -16,15 +16,20 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data.images import list_images, read_image
+from ..devices import resolve_device
+from ..distributed import Tasks, launch, resolve_world
 from ..ensemble.model import load_ensemble
-from ..errors import InputError
-from ..generators.loading import load_generator
-from ..io import check_output_dir, run_lock
+from ..errors import InputError, name_bytes
+from ..generators.loading import load_generator, resolve_precision, speed_up
+from ..io import check_output_dir, read_json
 from ..progress import progress_bar
 from .config import SampleConfig, claim_manifest
-from .generate import Labeller, check_labeller, claim_labels, committed_samples, ensemble_hash, first_shard_bytes
+from .generate import (WRITE_BEHIND, Labeller, ShardWriter, check_labeller, check_tasks, claim_labels,
+                       committed_samples, first_shard_bytes, labelling_hash, owned_shards, prepare_cleaner,
+                       resolve_settings, run_summary, writer_lock)
 from .shards import ShardStore
 
 SAMPLER = "real-images"  # the manifest's sampler field for a run made from real images
@@ -48,7 +53,7 @@ def scan_images(images_dir: str | Path, resolution: int | None) -> tuple[list[Pa
         if image.shape[:2] != (resolution, resolution):
             raise InputError(p, f"image is {image.shape[1]}x{image.shape[0]} but the ensemble takes "
                                 f"{resolution}x{resolution} (square) images: resize the images")
-        digest.update(p.name.encode() + b"\0" + hashlib.sha256(data).digest())
+        digest.update(name_bytes(p.name) + b"\0" + hashlib.sha256(data).digest())
     return paths, digest.hexdigest()[:16], resolution
 
 
@@ -59,7 +64,7 @@ def images_config(images_dir: str | Path, ensemble_dir: str | Path, *, batch_siz
     ens = load_ensemble(ensemble_dir).cfg
     model, resolution = "", ens.resolution or None
     if ens.feature_spec() is not None:
-        generator = load_generator(ens.model or "embedded")
+        generator = load_generator(ens.model or "embedded", "meta")  # shapes only: workers load the weights
         if getattr(generator, "latent_based", False):
             raise InputError(Path(ensemble_dir) / "ensemble.json",
                              "is a StyleGAN2 (DatasetGAN) ensemble: its features come from latents, and real images "
@@ -77,38 +82,66 @@ def images_config(images_dir: str | Path, ensemble_dir: str | Path, *, batch_siz
 
 def label_images_run(images_dir: str | Path, ensemble_dir: str | Path, run_dir: str | Path, *,
                      batch_size: int = 50, shard_size: int = 500, device: str = "cpu", overwrite: bool = False,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, workers: int = 1, gpus: int = 0, threads: int | None = None,
+                     precision: str | None = None, tasks: Tasks = Tasks(), timeout_s: float | None = None) -> dict:
     """Label every image of `images_dir` into the run folder `run_dir`, a shard at a time; resumable
-    (rerun the same command), and a changed folder or ensemble is refused unless `overwrite`."""
+    (rerun the same command), and a changed folder or ensemble is refused unless `overwrite`. Workers,
+    torchrun ranks and tasks own shards as in `sample`."""
+    world, backend, device = resolve_world(workers, gpus, device)
+    check_tasks(tasks, overwrite)
     cfg, paths, resolution = images_config(images_dir, ensemble_dir, batch_size=batch_size, shard_size=shard_size)
     run = Path(run_dir)
+    cfg = resolve_settings(run, cfg, device, precision="fp32", compile=False, threads=threads)  # threads only
+    recorded = read_json(run / "labels_manifest.json").get("config", {}) if (run / "labels_manifest.json").is_file() else None
+    precision = resolve_precision(precision, device, recorded.get("precision", "fp32") if recorded is not None else None)
     check_output_dir(run, first_shard_bytes(cfg, resolution))
     store = ShardStore(run)
-    labels_hash = ensemble_hash(ensemble_dir)
-    with run_lock(run):
+    labels_hash = labelling_hash(ensemble_dir, precision=precision)
+
+    def prepare() -> None:
         if claim_manifest(run / "manifest.json", "images", asdict(cfg), cfg.hash(), overwrite=overwrite):
             shutil.rmtree(store.root, ignore_errors=True)  # another folder or settings: start from nothing
-        store.clean_partials()
-        claim_labels(run, ensemble_dir, cfg, store, labels_hash, overwrite)
-        labeller = Labeller(ensemble_dir, load_generator(cfg.model, device) if cfg.model else None, device)
-        with progress_bar(progress) as bar:
-            task = bar.add_task("label-images", total=cfg.n, completed=committed_samples(store, cfg, True), info="")
-            for k in range(cfg.num_shards):
-                _label_shard(store, cfg, k, paths, labeller, labels_hash)
-                bar.update(task, completed=committed_samples(store, cfg, True))
-    return {"images": cfg.n, "labelled": committed_samples(store, cfg, True)}
+        prepare_cleaner(store, cfg, tasks, world)
+        claim_labels(run, ensemble_dir, cfg, store, labels_hash, overwrite, precision=precision)
+
+    with writer_lock(run, tasks, world):
+        main = launch(_work, (str(run), asdict(cfg), [str(p) for p in paths], str(ensemble_dir), labels_hash, device,
+                              progress, tasks, precision), world=world, backend=backend,
+                      threads=cfg.threads or threads, prepare=prepare, collective=False, timeout_s=timeout_s)
+    return {"images": cfg.n, **run_summary(store, cfg, True, main, tasks)}
+
+
+def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, paths: list[str], ensemble_dir: str, labels_hash: str,
+          device: str, progress: bool, tasks: Tasks, precision: str) -> None:
+    cfg = SampleConfig(**cfg_dict)
+    device = resolve_device(device, rank=rank)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    grank, gworld = tasks.global_rank(rank, world), tasks.global_world(world)
+    store = ShardStore(run_dir)
+    mine = owned_shards(cfg, grank, gworld)
+    store.clean_partials(mine)
+    generator = speed_up(load_generator(cfg.model, device), precision) if cfg.model else None
+    labeller = Labeller(ensemble_dir, generator, device, precision)
+    with progress_bar(progress and grank == 0) as bar, ShardWriter(WRITE_BEHIND) as writer:
+        task = bar.add_task("label-images", total=cfg.n, completed=committed_samples(store, cfg, True), info="")
+        for k in mine:
+            _label_shard(store, cfg, k, [Path(p) for p in paths], labeller, labels_hash, writer)
+            bar.update(task, completed=committed_samples(store, cfg, True))
 
 
 def _label_shard(store: ShardStore, cfg: SampleConfig, k: int, paths: list[Path], labeller: Labeller,
-                 labels_hash: str) -> None:
+                 labels_hash: str, writer: ShardWriter) -> None:
     need_images = not store.committed(k, run_hash=cfg.hash())
     if not need_images and store.committed(k, True, labels_hash):
         return
     ids = list(cfg.shard_range(k))
+    writer.wait()  # the previous shard written: at most one behind
     if need_images:
         images = np.stack([read_image(paths[i]) for i in ids])
-        store.write_samples(k, ids, [None] * len(ids), images, cfg.hash(), sources=[paths[i].name for i in ids])
+        writer.submit(store.write_samples, k, ids, [None] * len(ids), images, cfg.hash(),
+                      sources=[paths[i].name for i in ids])
     else:
         ids, images = store.read_images(k)
     seg = labeller(images)
-    store.write_labels(k, ids, seg.labels, seg.image_uncertainty, labeller.num_classes, labels_hash)
+    writer.submit(store.write_labels, k, ids, seg.labels, seg.image_uncertainty, labeller.num_classes, labels_hash)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import mask_image
-from ..io import _maybe_killed, read_json, remove_stale_temporaries, write_error, write_json
+from ..io import _maybe_killed, is_stale_temporary, read_json, remove_stale_temporaries, write_error, write_json
 
 
 def shard_name(k: int) -> str:
@@ -141,14 +141,20 @@ class ShardStore:
             self.sidecar(k).unlink(missing_ok=True)
             shutil.rmtree(self.root / shard_name(k), ignore_errors=True)
 
-    def clean_partials(self) -> None:
+    def clean_partials(self, shards: list[int] | None = None) -> None:
         """Delete leftovers of interrupted writes (hidden .partial folders, temporary files) in the shards
-        and beside them (manifests, index, card)."""
+        and beside them (manifests, index, card); with `shards`, only those of these shards (other
+        processes may be writing theirs)."""
+        if shards is not None:
+            for k in shards:
+                for p in [*self.root.glob(f".{shard_name(k)}.*.tmp"), *(self.root / shard_name(k)).glob(".*.partial")]:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            return
         remove_stale_temporaries(self.root.parent)
         if not self.root.exists():
             return
         for p in self.root.rglob(".*"):
             if p.is_dir() and p.name.endswith(".partial"):
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.is_file() and p.name.endswith(".tmp"):
+            elif p.is_file() and is_stale_temporary(p.name):
                 p.unlink(missing_ok=True)

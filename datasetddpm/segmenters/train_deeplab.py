@@ -11,6 +11,11 @@ batches of 8 G. The epoch is chosen by mIoU on the real labelled training images
 After every epoch the full training state (model, optimiser, AMP gradient scaler, best epoch) is saved
 atomically, so rerunning the command resumes at the next epoch and ends with the same weights as an
 uninterrupted run.
+
+At scale: loader workers per process by default (`auto_loader_workers`), pinned batches copied without
+blocking on a GPU, autocast to bf16 (no gradient scaler) or fp16 (with one), SyncBatchNorm over several
+GPUs, and an encoder that starts from given weights (`encoder_weights`) instead of random ones. Runs made
+before these options existed keep their resume keys.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +43,8 @@ from .metrics import confusion_matrix, mean_iou
 from .model import ARCHITECTURES, Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
 
 LR_SCHEDULES = ("constant", "cosine", "poly")
-RESUME_SHOWN = ("world", "amp")  # named when a resume is refused: the settings a rerun most often changes
+RESUME_SHOWN = ("world", "amp", "amp_dtype")  # named when a resume is refused: the settings a rerun most often changes
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FAULT_ENV = "DATASETDDPM_DEEPLAB_FAULT_AFTER_STEPS"  # tests: SIGKILL rank 0 after N steps of this process
 _steps_this_process = [0]
 
@@ -53,10 +59,13 @@ class DeepLabTrainConfig:
     lr: float = 1e-3
     augment: bool = True
     seed: int = 0
-    loader_workers: int = 0  # DataLoader worker processes per rank (augmentation runs there)
+    loader_workers: int | None = None  # DataLoader processes per rank (augmentation runs there); None: auto
     real: str = ""  # real labelled images mixed into every epoch (`--real`), "" = synthetic pairs only
     real_fraction: float = 0.1  # with `real`: the real images' share of each epoch's samples
     lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step) | poly (DeepLab's, power 0.9)
+    sync_bn: bool = False  # SyncBatchNorm: BatchNorm statistics over the global batch (several GPUs)
+    encoder_weights: str = ""  # local encoder state dict loaded before training; "" = random encoder
+    encoder_weights_sha256: str = ""  # its digest: the resume key names the weights, not their path
 
     def validate(self, world: int = 1) -> None:
         if self.epochs < 1:
@@ -68,10 +77,13 @@ class DeepLabTrainConfig:
             raise OptionError("--lr", f"must be > 0, got {self.lr}")
         if self.input_scale < 1:
             raise OptionError("--input-scale", f"must be >= 1, got {self.input_scale}")
-        if self.loader_workers < 0:
+        if self.loader_workers is not None and self.loader_workers < 0:
             raise OptionError("--loader-workers", f"must be >= 0, got {self.loader_workers}")
         if self.real and not 0 < self.real_fraction < 1:
             raise OptionError("--real-fraction", f"must be in (0, 1), got {self.real_fraction}")
+        if self.sync_bn and world < 2:
+            raise OptionError("--sync-bn", "needs several processes (--gpus G or torchrun): one process's BatchNorm "
+                                           "already sees its whole batch")
         if self.lr_schedule not in LR_SCHEDULES:
             raise OptionError("--lr-schedule", f"unknown schedule {self.lr_schedule!r}; choose from "
                                                f"{', '.join(LR_SCHEDULES)}")
@@ -82,10 +94,19 @@ class DeepLabTrainConfig:
             raise OptionError("--encoder", f"unknown encoder {self.encoder!r}; smp names such as resnet18, resnet50, "
                                            "resnet101, efficientnet-b0")
 
-    def hash(self, data_key: str, world: int = 1, amp: bool = False) -> str:
+    def hash(self, data_key: str, world: int = 1, amp: bool | str = False, device_type: str = "cpu") -> str:
         """Resume key. World size and AMP are in it: both change the arithmetic (global batch, precision),
-        so a run is only resumed with the ones it started with."""
-        d = {**asdict(self), "data": data_key, "world": world, "amp": amp}
+        so a run is only resumed with the ones it started with. `amp`: see `amp_dtype_name`."""
+        dtype = amp_dtype_name(amp, device_type)
+        d = {**asdict(self), "data": data_key, "world": world, "amp": bool(dtype)}
+        if dtype and dtype != legacy_amp_dtype(device_type):  # runs with --amp's old meaning keep their key
+            d["amp_dtype"] = dtype
+        if self.encoder_weights and not self.encoder_weights_sha256:
+            raise ValueError("encoder_weights without its sha256: resolve it first (resolve_encoder_weights)")
+        for key in ("sync_bn", "encoder_weights", "encoder_weights_sha256"):  # keys of runs made before them
+            if not d[key]:
+                d.pop(key)
+        d.pop("encoder_weights", None)  # the path: the digest names the weights wherever they lie
         if self.lr_schedule == "constant":  # runs without a schedule keep the key they had before it existed
             d.pop("lr_schedule")
             d.pop("epochs")  # raising --epochs and rerunning extends a run: a resume, not a new config
@@ -94,6 +115,49 @@ class DeepLabTrainConfig:
         if not d["real"]:  # synthetic-only runs keep the key they had before --real existed
             d.pop("real"), d.pop("real_fraction")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_amp_dtype(device_type: str) -> str:
+    """What `--amp` alone has always meant: bf16 autocast on a CPU, fp16 with a gradient scaler on a GPU."""
+    return "bf16" if device_type == "cpu" else "fp16"
+
+
+def amp_dtype_name(amp: bool | str, device_type: str) -> str:
+    """The autocast type of a run: "" (off), "bf16" or "fp16". `amp` is False/True (`--amp`: the device's
+    legacy type) or a type name (`--amp-dtype`)."""
+    if amp is True:
+        return legacy_amp_dtype(device_type)
+    if not amp:
+        return ""
+    if amp not in AMP_DTYPES:
+        raise OptionError("--amp-dtype", f"unknown type {amp!r}; choose from {', '.join(AMP_DTYPES)}")
+    if amp == "fp16" and device_type == "cpu":
+        raise OptionError("--amp-dtype", "fp16 is for GPUs; a CPU's autocast type is bf16")
+    return amp
+
+
+def check_device_options(cfg: DeepLabTrainConfig, world: int, device_type: str, amp: bool | str) -> None:
+    """The options that depend on the device, checked before anything is written."""
+    cfg.validate(world)
+    amp_dtype_name(amp, device_type)
+    if cfg.sync_bn and device_type == "cpu":
+        raise OptionError("--sync-bn", "torch's SyncBatchNorm runs on GPUs only; leave it out with CPU workers")
+
+
+def auto_loader_workers(world: int, device_type: str, loading_work: bool, cpus: int | None = None) -> int:
+    """--loader-workers when not given: DataLoader processes per training process.
+
+    0 without `loading_work` (pairs already in memory, no augmentation: nothing to overlap) and where a
+    process has <= 2 cores: there the step's own threads use them, and workers would only add their start-up and
+    inter-process copies every epoch (the loader is rebuilt per epoch so that its seeds follow it). On a
+    GPU the training process mostly waits for the device, so up to 4 workers decode and augment beside it;
+    on a CPU they take half the process's cores at most, the other half doing the arithmetic."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = max(cpus // max(world, 1), 1)
+    if not loading_work or per_process <= 2:
+        return 0
+    return min(4, per_process - 1 if device_type != "cpu" else per_process // 2)
 
 
 def check_mix_fraction(fraction: float) -> None:
@@ -161,13 +225,14 @@ class AugmentedPairs(Dataset):
 
 
 def make_loader(dataset: AugmentedPairs, cfg: DeepLabTrainConfig, epoch: int, rank: int = 0,
-                world: int = 1) -> DataLoader:
-    """This rank's batches of `epoch`: a seeded DistributedSampler share, partial batches dropped."""
+                world: int = 1, pin_memory: bool = False) -> DataLoader:
+    """This rank's batches of `epoch`: a seeded DistributedSampler share, partial batches dropped.
+    `pin_memory` (for a GPU) lets the copies to the device overlap the step (`non_blocking`)."""
     dataset.epoch = epoch
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     sampler.set_epoch(epoch)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.loader_workers,
-                      drop_last=True, persistent_workers=False)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.loader_workers or 0,
+                      drop_last=True, persistent_workers=False, pin_memory=pin_memory)
 
 
 @dataclass
@@ -182,12 +247,27 @@ class _Run:
     best: dict
 
 
-def build(cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, device: torch.device, amp: bool,
-          distributed: bool) -> _Run:
+def initial_segmenter(cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig) -> Segmenter:
+    """The model a run starts from: seeded random weights, then `cfg.encoder_weights` (when given) loaded
+    strictly into the encoder; the decoder draws the same random weights either way."""
     torch.manual_seed(cfg.seed)
-    model = create_segmenter(seg_cfg).to(device)
+    model = create_segmenter(seg_cfg)
+    if cfg.encoder_weights:
+        from .encoder_weights import load_encoder_weights
+        load_encoder_weights(model.net.encoder, cfg.encoder_weights)
+    return model
+
+
+def build(cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, device: torch.device, amp_dtype: str,
+          distributed: bool) -> _Run:
+    """`amp_dtype` "fp16" trains with a gradient scaler (fp16's small range underflows gradients); bf16 has
+    fp32's range and needs none."""
+    model = initial_segmenter(cfg, seg_cfg)
+    if cfg.sync_bn:  # before DDP wraps it: statistics over every process's batch
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == "fp16")
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -213,10 +293,10 @@ def save_state(path: Path, run: _Run, epoch: int) -> None:
     save_tensors(path, state)
 
 
-def train_one_epoch(run: _Run, loader: DataLoader, device: torch.device, amp: bool, ignore_label: int,
+def train_one_epoch(run: _Run, loader: DataLoader, device: torch.device, amp_dtype: str, ignore_label: int,
                     on_step, lr_of_step=None) -> list[float]:
-    """One pass over `loader`; `lr_of_step(i)` (optional) sets the rate of the epoch's i-th step."""
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    """One pass over `loader` (autocast to `amp_dtype` unless ""); `lr_of_step(i)` (optional) sets the rate
+    of the epoch's i-th step."""
     fault_after = int(os.environ.get(FAULT_ENV, "0"))
     run.model.train()
     losses = []
@@ -225,7 +305,7 @@ def train_one_epoch(run: _Run, loader: DataLoader, device: torch.device, amp: bo
         if lr_of_step is not None:
             for group in run.opt.param_groups:
                 group["lr"] = lr_of_step(len(losses))
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp_dtype), enabled=bool(amp_dtype)):
             loss = F.cross_entropy(run.net(x).float(), y, ignore_index=ignore_label)
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
@@ -248,27 +328,26 @@ def validate(model: Segmenter, val_images: np.ndarray, val_masks: np.ndarray, de
 def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir: str | Path,
                   cfg: DeepLabTrainConfig, *, num_classes: int, ignore_label: int = 255,
                   class_names: tuple[str, ...] = (), data_key: str = "", device: str | torch.device = "cpu",
-                  amp: bool = False, progress: bool = True) -> dict:
+                  amp: bool | str = False, progress: bool = True) -> dict:
     """Train on `pairs` (indexable (image, mask) arrays, e.g. `GeneratedPairs`); keep the epoch with the
     best mIoU on the validation (real) images.
 
     Inside a torch.distributed process group this is data-parallel (DDP): each rank trains on its
     DistributedSampler share with `batch_size` images a step; rank 0 validates, saves and shows
-    progress. `amp` runs the forward pass under autocast (bfloat16 on CPU, float16 with a gradient
-    scaler on CUDA)."""
+    progress. `amp` runs the forward pass under autocast: True as `--amp` always did (bfloat16 on CPU,
+    float16 with a gradient scaler on CUDA), or "bf16" / "fp16" (`amp_dtype_name`)."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    cfg.validate(world)
     device = torch.device(device)
+    cfg, run_hash, amp = _resolve(cfg, world, device, amp, data_key, streamed=not isinstance(pairs, (list, tuple)))
     out = Path(out_dir)
-    run_hash = cfg.hash(data_key, world, amp)
     check_resume(out, run_hash, shown=RESUME_SHOWN, can_overwrite=False)
-    seg_cfg = SegmenterConfig(num_classes=num_classes, arch=cfg.arch, encoder=cfg.encoder, input_scale=cfg.input_scale,
-                              class_names=tuple(class_names), ignore_label=ignore_label)
-    _check_pairs(pairs, cfg, seg_cfg, world)
+    seg_cfg = segmenter_config(cfg, num_classes, ignore_label, class_names)
+    check_pairs(pairs, cfg, seg_cfg, world)
     if rank == 0:
         write_json(out / CONFIG_FILE, {"hash": run_hash, "config": asdict(cfg), "data": data_key, "world": world,
-                                       "amp": amp, "global_batch_size": cfg.batch_size * world})
+                                       "amp": bool(amp), "amp_dtype": amp or None,
+                                       "global_batch_size": cfg.batch_size * world})
     run = build(cfg, seg_cfg, device, amp, distributed)
     restore(run, out / STATE_FILE)
     dataset = AugmentedPairs(pairs, augment=cfg.augment, seed=cfg.seed, ignore_label=ignore_label)
@@ -286,8 +365,8 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
 
             def lr_of_step(i, epoch=epoch):
                 return lr_at(cfg, epoch * steps_per_epoch + i, cfg.epochs * steps_per_epoch)
-            losses = train_one_epoch(run, make_loader(dataset, cfg, epoch, rank, world), device, amp, ignore_label,
-                                     on_step, lr_of_step)
+            loader = make_loader(dataset, cfg, epoch, rank, world, pin_memory=device.type == "cuda")
+            losses = train_one_epoch(run, loader, device, amp, ignore_label, on_step, lr_of_step)
             if rank == 0:
                 miou = validate(run.model, val_images, val_masks, device, num_classes, ignore_label)
                 _end_epoch(run, out, cfg, epoch, miou, losses, time.time() - t0)
@@ -296,8 +375,31 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
     return {"best_epoch": run.best["epoch"], "best_val_miou": run.best["miou"], "epochs": cfg.epochs}
 
 
-def _check_pairs(pairs, cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, world: int) -> None:
-    reason = create_segmenter(seg_cfg).check_size(*pairs[0][0].shape[:2])
+def segmenter_config(cfg: DeepLabTrainConfig, num_classes: int, ignore_label: int,
+                     class_names: tuple[str, ...] = ()) -> SegmenterConfig:
+    return SegmenterConfig(num_classes=num_classes, arch=cfg.arch, encoder=cfg.encoder, input_scale=cfg.input_scale,
+                           class_names=tuple(class_names), ignore_label=ignore_label)
+
+
+def _resolve(cfg: DeepLabTrainConfig, world: int, device: torch.device, amp: bool | str, data_key: str,
+             streamed: bool) -> tuple[DeepLabTrainConfig, str, str]:
+    """(the config as run: encoder digest and loader workers filled in, its resume key, the AMP type)."""
+    check_device_options(cfg, world, device.type, amp)
+    if cfg.encoder_weights and not cfg.encoder_weights_sha256:  # a library caller's value: the CLI resolved it
+        from .encoder_weights import resolve_encoder_weights
+        path, digest = resolve_encoder_weights(cfg.encoder_weights, cfg.encoder)
+        cfg = replace(cfg, encoder_weights=path, encoder_weights_sha256=digest)
+    run_hash = cfg.hash(data_key, world, amp, device.type)
+    if cfg.loader_workers is None:
+        cfg = replace(cfg, loader_workers=auto_loader_workers(world, device.type, streamed or cfg.augment))
+    return cfg, run_hash, amp_dtype_name(amp, device.type)
+
+
+def check_pairs(pairs, cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, world: int) -> None:
+    """The pairs' size suits the segmenter and fill a batch per process; the model is built on the meta
+    device (shapes only: no weights drawn, no memory), so checking costs next to nothing."""
+    with torch.device("meta"):
+        reason = create_segmenter(seg_cfg).check_size(*pairs[0][0].shape[:2])
     if reason:
         raise DatasetDDPMError(reason)
     if len(pairs) < cfg.batch_size * world:

@@ -1,0 +1,62 @@
+"""Locks of the processes that write one run together without a parent (torchrun ranks, batch tasks).
+
+A command that is the run's only writer takes the run lock (`io.run_lock`). Processes that share a run
+take one part lock each, `.datasetddpm.lock.<part>` (`task-3`, `rank-5`): two copies of the same task are
+refused, and so is a part while a single writer (`finalize`, `verify --repair`, another `sample`) holds
+the run, and that writer while a part is live (`io.run_lock` checks `live_parts`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import DatasetDDPMError, InputError
+from ..io import LOCK_NAME, _lock_holder, check_unlocked
+
+
+def live_parts(directory: str | Path) -> list[tuple[str, dict]]:
+    """(part name, holder) of every live part lock of a folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob(LOCK_NAME + ".*")):
+        holder = _lock_holder(path)
+        if holder is not None:
+            found.append((path.name[len(LOCK_NAME) + 1:], holder))
+    return found
+
+
+@contextmanager
+def part_lock(directory: str | Path, part: str):
+    directory = Path(directory)
+    path = directory / f"{LOCK_NAME}.{part}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        check_unlocked(directory)
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(path)
+                if holder is not None:
+                    raise DatasetDDPMError(f"{directory}: {part} is already running (pid {holder.get('pid')} on "
+                                           f"{holder.get('host')}); delete {path} if that process no longer exists")
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            break
+        else:
+            raise DatasetDDPMError(f"{path}: could not take the lock")
+    except OSError as e:
+        raise InputError(directory, f"cannot take the run lock ({e.strerror or type(e).__name__})") from None
+    try:
+        check_unlocked(directory)  # a single writer that started between our check and our file
+        yield
+    finally:
+        path.unlink(missing_ok=True)
