@@ -170,7 +170,30 @@ def check_unlocked(directory: str | Path) -> None:
         raise _in_use(directory, holder)
 
 
+def live_part_locks(directory: Path) -> list[tuple[str, dict]]:
+    """(part, holder) of every live part lock (`.datasetddpm.lock.<part>`: torchrun ranks or batch tasks that
+    write one run together)."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob(LOCK_NAME + ".*")):
+        holder = _lock_holder(path)
+        if holder is not None:
+            found.append((path.name[len(LOCK_NAME) + 1:], holder))
+    return found
+
+
+def _refuse_parts(directory: Path) -> None:
+    parts = live_part_locks(directory)
+    if parts:
+        names = ", ".join(part for part, _ in parts)
+        raise DatasetDDPMError(f"{directory}: in use by {len(parts)} process(es) writing it together ({names}); wait "
+                               f"for them to finish, or delete {directory / LOCK_NAME}.<part> of a process that no "
+                               "longer exists")
+
+
 def _take_lock(directory: Path, create: bool) -> None:
+    _refuse_parts(directory)
     path = directory / LOCK_NAME
     try:
         if create:

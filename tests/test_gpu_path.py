@@ -299,3 +299,18 @@ def test_a_worker_killed_under_workers_2_is_one_line_and_the_run_resumes(tiny_mo
     done = subprocess.run(MAIN + args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert _tree(out) == reference
+
+
+def test_a_single_writer_is_refused_while_a_task_holds_its_part(tiny_model_dir, tmp_path):
+    """`finalize` (or a plain `sample`) must not touch a run whose tasks are still writing it."""
+    import json as _json
+    out = tmp_path / "parts"
+    assert run(*_args(out, tiny_model_dir, n=4), "--task-index", 0, "--task-count", 2).exit_code == 0
+    lock = out / ".datasetddpm.lock.task-1"
+    lock.write_text(_json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # task 1, alive
+    before = {p.name: p.read_bytes() for p in (out / "shards").iterdir() if p.is_file()}
+    for args in (["finalize", "--out", out], _args(out, tiny_model_dir, n=4)):
+        refused = run(*args)
+        assert refused.exit_code == 2 and "task-1" in refused.output, refused.output
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir() if p.is_file()} == before
+    lock.unlink()

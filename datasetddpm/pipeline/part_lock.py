@@ -15,20 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DatasetDDPMError, InputError
-from ..io import LOCK_NAME, _lock_holder, check_unlocked
+from ..io import LOCK_NAME, _lock_holder, check_unlocked, live_part_locks
 
 
 def live_parts(directory: str | Path) -> list[tuple[str, dict]]:
     """(part name, holder) of every live part lock of a folder."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in sorted(directory.glob(LOCK_NAME + ".*")):
-        holder = _lock_holder(path)
-        if holder is not None:
-            found.append((path.name[len(LOCK_NAME) + 1:], holder))
-    return found
+    return live_part_locks(Path(directory))
 
 
 @contextmanager
