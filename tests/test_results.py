@@ -1,4 +1,5 @@
-"""README result tables are rendered from committed result JSON (`datasetddpm report --readme README.md`)."""
+"""The result tables of the documentation (docs/results/ and the guides) are rendered from committed result
+JSON (`datasetddpm report --readme PAGE`)."""
 
 import json
 from pathlib import Path
@@ -11,18 +12,28 @@ from datasetddpm.results import VIEWS, render, render_blocks, result_files
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_tables_are_what_their_json_renders():
-    readme = (ROOT / "README.md").read_text()
-    files = result_files(readme)
-    assert len(files) >= 4 and all((ROOT / f).is_file() for f in files)
-    assert render_blocks(readme, ROOT) == readme, "README is stale: datasetddpm report --readme README.md"
+def _documents() -> list[Path]:
+    """README.md and every page of the site (a study folder's own study.md is data, not a page)."""
+    pages = [d for d in sorted((ROOT / "docs").rglob("*.md")) if d.parent.name == "results" or d.parent.name == "docs"]
+    return [ROOT / "README.md", *pages]
+
+
+def test_results_pages_tables_are_what_their_json_renders():
+    pages = sorted((ROOT / "docs" / "results").glob("*.md"))
+    files = [f for page in pages for f in result_files(page.read_text())]
+    assert len(files) >= 30 and all((page.parent / f).is_file() for page in pages for f in result_files(page.read_text()))
+    for page in pages:
+        text = page.read_text()
+        assert render_blocks(text, page.parent) == text, \
+            f"{page.relative_to(ROOT)} is stale: datasetddpm report --readme {page.relative_to(ROOT)}"
 
 
 def test_docs_tables_are_what_their_json_renders():
-    docs = [d for d in sorted((ROOT / "docs").glob("*.md")) if result_files(d.read_text())]
-    assert docs, "docs/custom_data.md renders the budget table"
+    docs = [d for d in _documents() if result_files(d.read_text())]
+    assert ROOT / "docs" / "custom_data.md" in docs, "docs/custom_data.md renders the budget table"
     for doc in docs:
         text = doc.read_text()
+        assert all((doc.parent / f).is_file() for f in result_files(text)), doc.name
         assert render_blocks(text, doc.parent) == text, f"{doc.name} is stale: datasetddpm report --readme {doc}"
 
 
@@ -70,16 +81,17 @@ def _pixels(png):
         return np.asarray(im.convert("RGB"))
 
 
-def test_readme_study_pictures_are_what_their_json_draws():
+def test_docs_study_pictures_are_what_their_json_draws():
     import numpy as np
     from datasetddpm.results import PLOTS, draw, plots_of
-    pictures = plots_of((ROOT / "README.md").read_text(), ROOT)
-    views = {view for _, view in pictures.values()}
+    pictures = {png: (source, view, doc) for doc in _documents()
+                for png, (source, view) in plots_of(doc.read_text(), doc.parent).items()}
+    views = {view for _, view, _ in pictures.values()}
     assert {"main", "labelled-count", "filter", "samplers", "synthetic-size", "features"} <= views <= set(PLOTS)
-    for png, (source, view) in pictures.items():
-        assert png.is_file(), f"{png.relative_to(ROOT)} is missing: datasetddpm report --readme README.md"
-        assert np.array_equal(_pixels(png), _pixels(draw(source, view))), \
-            f"{png.relative_to(ROOT)} is stale: datasetddpm report --readme README.md"
+    for png, (source, view, doc) in pictures.items():
+        fix = f"datasetddpm report --readme {doc.relative_to(ROOT)}"
+        assert png.is_file(), f"{png.resolve().relative_to(ROOT)} is missing: {fix}"
+        assert np.array_equal(_pixels(png), _pixels(draw(source, view))), f"{png.resolve().relative_to(ROOT)} is stale: {fix}"
 
 
 def test_a_changed_number_changes_the_picture(tmp_path):
