@@ -314,3 +314,13 @@ def test_a_single_writer_is_refused_while_a_task_holds_its_part(tiny_model_dir, 
         assert refused.exit_code == 2 and "task-1" in refused.output, refused.output
     assert {p.name: p.read_bytes() for p in (out / "shards").iterdir() if p.is_file()} == before
     lock.unlink()
+
+
+def test_label_as_two_tasks_gives_the_labels_of_one_process(tiny_model_dir, tiny_ensemble, reference, tmp_path):
+    out = tmp_path / "label-tasks"
+    assert runner.invoke(app, _args(out, tiny_model_dir)).exit_code == 0
+    for index in (0, 1):
+        result = run("label", "--out", out, "--ensemble", tiny_ensemble, "--threads", 1, "--quiet",
+                     "--task-index", index, "--task-count", 2)
+        assert result.exit_code == 0, result.output
+    assert _tree(out) == reference

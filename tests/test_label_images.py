@@ -106,3 +106,16 @@ def test_a_stylegan2_ensemble_is_refused_with_the_inversion_reason(real_folder, 
     save_ensemble(ens, PixelEnsemble(cfg, seed=0))
     one_line_error(_label(real_folder, ens, tmp_path / "run"), "ensemble.json", "latents", "inversion")
     assert not (tmp_path / "run").exists()
+
+
+def test_workers_and_tasks_give_the_bytes_of_one_process(real_folder, tiny_ensemble, tmp_path):
+    """label-images owns shards like sample: two workers, or two independent tasks, write what one process does."""
+    def shards(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "shards").rglob("*")) if p.is_file()}
+    assert _label(real_folder, tiny_ensemble, tmp_path / "one").exit_code == 0
+    workers = _label(real_folder, tiny_ensemble, tmp_path / "two", "--workers", 2)
+    assert workers.exit_code == 0, workers.output
+    for index in (1, 0):
+        task = _label(real_folder, tiny_ensemble, tmp_path / "tasks", "--task-index", index, "--task-count", 2)
+        assert task.exit_code == 0, task.output
+    assert shards(tmp_path / "two") == shards(tmp_path / "one") == shards(tmp_path / "tasks")
