@@ -171,7 +171,7 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
             # is sampled again (the same seeds: the same images).
             need_images = need_images or (trajectory and need_labels)
 
-            def on_batch(done: int, k=k) -> None:
+            def on_batch(done: int) -> None:
                 batches_done[0] += 1
                 made[0] += cfg.batch_size
                 if fault_after and batches_done[0] >= fault_after:
