@@ -190,14 +190,17 @@ def _torchrun(fn: Callable, args: tuple, backend: str, prepare: Callable[[], Non
         init_group(backend if collective else "gloo", timeout_s, device_backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        error = None
+        error, failure = None, None
         if prepare is not None and rank == 0:
             try:
                 prepare()
-            except DatasetDDPMError as e:
-                error = str(e)
+            except Exception as e:  # every rank hears of it now, not at its timeout
+                error, failure = (str(e) if isinstance(e, DatasetDDPMError) else f"rank 0 failed to prepare the "
+                                  f"run ({type(e).__name__}: {e})"), e
         shared = [error]
         dist.broadcast_object_list(shared, src=0)  # the start barrier, carrying rank 0's refusal if any
+        if failure is not None:
+            raise failure
         if shared[0] is not None:
             raise DatasetDDPMError(shared[0])
         if not collective:

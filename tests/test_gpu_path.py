@@ -324,3 +324,15 @@ def test_label_as_two_tasks_gives_the_labels_of_one_process(tiny_model_dir, tiny
                      "--task-index", index, "--task-count", 2)
         assert result.exit_code == 0, result.output
     assert _tree(out) == reference
+
+
+def test_rank_zeros_refusal_reaches_every_torchrun_rank_at_once(tiny_model_dir, tmp_path):
+    """Rank 0 prepares the run; when it refuses (another config in the folder), the other ranks hear it at the
+    start barrier and exit with the same line instead of waiting out their timeout."""
+    out = tmp_path / "refused"
+    assert run(*_args(out, tiny_model_dir, n=4)).exit_code == 0
+    changed = _args(out, tiny_model_dir, n=4)
+    changed[changed.index("--sampling-steps") + 1] = "4"
+    done = _torchrun(changed + ["--dist-timeout", "600"], nodes=1, per_node=2)
+    assert [p.returncode for p in done] == [2, 2], [p.stderr[-1500:] for p in done]
+    assert all("different config" in p.stderr for p in done)
