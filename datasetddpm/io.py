@@ -200,21 +200,29 @@ def _take_lock(directory: Path, create: bool) -> None:
             directory.mkdir(parents=True, exist_ok=True)
         elif not directory.is_dir():
             raise InputError(directory, "not found" if not directory.exists() else "not a directory")
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _lock_holder(path)
-                if holder is not None:
-                    raise _in_use(directory, holder) from None
-                path.unlink(missing_ok=True)  # stale: its process is gone (or it died while writing the lock)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-            return
+        holder = create_lock_file(path)
     except OSError as e:  # a read-only run, no permission: nothing was written
         raise InputError(directory, f"cannot take the run lock ({write_reason(e)}); "
                                     "a command that writes here needs a writable folder") from None
+    if holder is not None:
+        raise _in_use(directory, holder)
+
+
+def create_lock_file(path: Path) -> dict | None:
+    """Create the lock file `path` holding this process's pid and host; None when taken, else the live holder
+    that has it. A lock left by a process that died is taken over."""
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                return holder
+            path.unlink(missing_ok=True)  # stale: its process is gone (or it died while writing the lock)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+        return None
     raise DatasetDDPMError(f"{path}: could not take the lock")
 
 

@@ -8,14 +8,11 @@ the run, and that writer while a part is live (`io.run_lock` checks `live_parts`
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DatasetDDPMError, InputError
-from ..io import LOCK_NAME, _lock_holder, check_unlocked, live_part_locks
+from ..io import LOCK_NAME, check_unlocked, create_lock_file, live_part_locks
 
 
 def live_parts(directory: str | Path) -> list[tuple[str, dict]]:
@@ -30,23 +27,12 @@ def part_lock(directory: str | Path, part: str):
     try:
         directory.mkdir(parents=True, exist_ok=True)
         check_unlocked(directory)
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _lock_holder(path)
-                if holder is not None:
-                    raise DatasetDDPMError(f"{directory}: {part} is already running (pid {holder.get('pid')} on "
-                                           f"{holder.get('host')}); delete {path} if that process no longer exists")
-                path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-            break
-        else:
-            raise DatasetDDPMError(f"{path}: could not take the lock")
+        holder = create_lock_file(path)
     except OSError as e:
         raise InputError(directory, f"cannot take the run lock ({e.strerror or type(e).__name__})") from None
+    if holder is not None:
+        raise DatasetDDPMError(f"{directory}: {part} is already running (pid {holder.get('pid')} on "
+                               f"{holder.get('host')}); delete {path} if that process no longer exists")
     try:
         check_unlocked(directory)  # a single writer that started between our check and our file
         yield
