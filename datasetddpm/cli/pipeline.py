@@ -90,8 +90,8 @@ def _sample(out: Path, cfg, checked: dict, run_only: dict, dry_run: bool) -> Non
 def _report(out: Path, result: dict, counts: str) -> None:
     """The run's state once this process's shards are done: a preview when every shard is committed and no
     other task or rank still writes, else what is missing (other tasks may still be running)."""
-    from ..pipeline.part_lock import live_parts
-    if result["complete"] and not live_parts(out):
+    from ..io import live_part_locks
+    if result["complete"] and not live_part_locks(out):
         preview = _write_preview(out)
         typer.echo(f"{out}: {counts}" + (f"; preview: {preview}" if preview else ""))
         return

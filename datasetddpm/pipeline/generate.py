@@ -147,12 +147,7 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
           do_sample: bool, device: str, progress: bool, trajectory: bool = False, tasks: Tasks = Tasks(),
           precision: str = "fp32") -> None:
     cfg = SampleConfig(**cfg_dict)
-    device = resolve_device(device, rank=rank)
-    if cfg.threads and device.type == "cpu":  # the thread count that shaped the run's bits
-        torch.set_num_threads(cfg.threads)
-    grank, gworld = tasks.global_rank(rank, world), tasks.global_world(world)
-    store = ShardStore(run_dir)
-    store.clean_partials(owned_shards(cfg, grank, gworld))
+    device, grank, gworld, store, mine = worker_start(rank, world, run_dir, cfg, device, tasks)
     fault_after, delay = int(os.environ.get(FAULT_ENV, "0")), shard_delay(grank)
     generator = speed_up(load_generator(cfg.model, device), cfg.precision, cfg.compile) if do_sample else None
     labeller = Labeller(ensemble_dir, generator, device, precision) if ensemble_dir else None
@@ -161,7 +156,7 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
         task = bar.add_task("sample" if do_sample else "label", total=cfg.n,
                             completed=committed_samples(store, cfg, labels=not do_sample), info="")
         t0, made = time.time(), [0]
-        for k in owned_shards(cfg, grank, gworld):
+        for k in mine:
             need_images = do_sample and not store.committed(k, run_hash=cfg.hash())
             need_labels = labeller is not None and (need_images or not store.committed(k, True, labels_hash))
             if not need_images and not need_labels:
@@ -308,13 +303,34 @@ def writer_lock(run: Path, tasks: Tasks, world: int):
     return run_lock(run)
 
 
-def prepare_cleaner(store: ShardStore, cfg: SampleConfig, tasks: Tasks, world: int):
-    """Leftovers of interrupted writes to delete before starting: every one for the run's only writer, else
-    only those of this task's shards (another task may be writing its own right now)."""
+def clean_before_start(store: ShardStore, tasks: Tasks) -> None:
+    """Leftovers of interrupted writes: the run's only writer (or torchrun's rank 0, before any rank starts)
+    deletes every one. With several tasks each worker deletes only those of its own shards when it starts
+    (`worker_start`): another task may be writing its own right now."""
     if tasks.count == 1:
-        return store.clean_partials()
-    mine = [k for k in range(cfg.num_shards) if k % tasks.global_world(world) // world == tasks.index]
+        store.clean_partials()
+
+
+def worker_start(rank: int, world: int, run_dir: str, cfg: SampleConfig, device: str, tasks: Tasks):
+    """What every generation worker does first: its device, the thread count that shaped the run's bits,
+    its global rank and world among all tasks, its shards (their leftovers of interrupted writes deleted).
+    Returns (device, global rank, global world, store, shards)."""
+    device = resolve_device(device, rank=rank)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    grank, gworld = tasks.global_rank(rank, world), tasks.global_world(world)
+    store = ShardStore(run_dir)
+    mine = owned_shards(cfg, grank, gworld)
     store.clean_partials(mine)
+    return device, grank, gworld, store, mine
+
+
+def labels_precision(run: Path, precision: str | None, device: str) -> str:
+    """--precision of a labelling: given, else the run's labels manifest's (fp32 for labels made before it was
+    recorded), else the device's default."""
+    path = run / "labels_manifest.json"
+    recorded = read_json(path).get("config", {}).get("precision", "fp32") if path.is_file() else None
+    return resolve_precision(precision, device, recorded)
 
 
 def check_tasks(tasks: Tasks, overwrite: bool) -> None:
@@ -349,7 +365,7 @@ def sample_run(run_dir: str | Path, cfg: SampleConfig, *, ensemble: str | Path |
     def prepare() -> None:
         if claim_manifest(run / "manifest.json", "sample", asdict(cfg), cfg.hash(), overwrite=overwrite):
             shutil.rmtree(store.root, ignore_errors=True)  # a different run: start from nothing
-        prepare_cleaner(store, cfg, tasks, world)
+        clean_before_start(store, tasks)
         if ensemble:
             claim_labels(run, ensemble, cfg, store, labels_hash, overwrite, trajectory_features, cfg.precision)
 
@@ -384,14 +400,13 @@ def label_run(run_dir: str | Path, ensemble: str | Path, *, workers: int = 1, gp
                                f"finish `datasetddpm sample` first")
     generator = load_generator(cfg.model, "meta")
     check_labeller(ensemble, generator)
-    recorded = read_json(run / "labels_manifest.json").get("config", {}) if (run / "labels_manifest.json").is_file() else {}
-    precision = resolve_precision(precision, device, recorded.get("precision", "fp32") if recorded else None)
+    precision = labels_precision(run, precision, device)
     speed_up(generator, precision)
     check_output_dir(run, first_shard_bytes(cfg, generator.resolution))
     labels_hash = labelling_hash(ensemble, precision=precision)
 
     def prepare() -> None:
-        prepare_cleaner(store, cfg, tasks, world)
+        clean_before_start(store, tasks)
         claim_labels(run, ensemble, cfg, store, labels_hash, overwrite, precision=precision)
 
     with writer_lock(run, tasks, world):

@@ -3,7 +3,7 @@
 A command that is the run's only writer takes the run lock (`io.run_lock`). Processes that share a run
 take one part lock each, `.datasetddpm.lock.<part>` (`task-3`, `rank-5`): two copies of the same task are
 refused, and so is a part while a single writer (`finalize`, `verify --repair`, another `sample`) holds
-the run, and that writer while a part is live (`io.run_lock` checks `live_parts`).
+the run, and that writer while a part is live (`io.run_lock` checks `io.live_part_locks`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DatasetDDPMError, InputError
-from ..io import LOCK_NAME, check_unlocked, create_lock_file, live_part_locks
-
-
-def live_parts(directory: str | Path) -> list[tuple[str, dict]]:
-    """(part name, holder) of every live part lock of a folder."""
-    return live_part_locks(Path(directory))
+from ..io import LOCK_NAME, check_unlocked, create_lock_file
 
 
 @contextmanager

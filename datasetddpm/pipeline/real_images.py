@@ -16,20 +16,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data.images import list_images, read_image
-from ..devices import resolve_device
 from ..distributed import Tasks, launch, resolve_world
 from ..ensemble.model import load_ensemble
 from ..errors import InputError, name_bytes
-from ..generators.loading import load_generator, resolve_precision, speed_up
-from ..io import check_output_dir, read_json
+from ..generators.loading import load_generator, speed_up
+from ..io import check_output_dir
 from ..progress import progress_bar
 from .config import SampleConfig, claim_manifest
 from .generate import (WRITE_BEHIND, Labeller, ShardWriter, check_labeller, check_tasks, claim_labels,
-                       committed_samples, first_shard_bytes, labelling_hash, owned_shards, prepare_cleaner,
-                       resolve_settings, run_summary, writer_lock)
+                       clean_before_start, committed_samples, first_shard_bytes, labelling_hash, labels_precision,
+                       resolve_settings, run_summary, worker_start, writer_lock)
 from .shards import ShardStore
 
 SAMPLER = "real-images"  # the manifest's sampler field for a run made from real images
@@ -92,8 +90,7 @@ def label_images_run(images_dir: str | Path, ensemble_dir: str | Path, run_dir: 
     cfg, paths, resolution = images_config(images_dir, ensemble_dir, batch_size=batch_size, shard_size=shard_size)
     run = Path(run_dir)
     cfg = resolve_settings(run, cfg, device, precision="fp32", compile=False, threads=threads)  # threads only
-    recorded = read_json(run / "labels_manifest.json").get("config", {}) if (run / "labels_manifest.json").is_file() else None
-    precision = resolve_precision(precision, device, recorded.get("precision", "fp32") if recorded is not None else None)
+    precision = labels_precision(run, precision, device)
     check_output_dir(run, first_shard_bytes(cfg, resolution))
     store = ShardStore(run)
     labels_hash = labelling_hash(ensemble_dir, precision=precision)
@@ -101,7 +98,7 @@ def label_images_run(images_dir: str | Path, ensemble_dir: str | Path, run_dir: 
     def prepare() -> None:
         if claim_manifest(run / "manifest.json", "images", asdict(cfg), cfg.hash(), overwrite=overwrite):
             shutil.rmtree(store.root, ignore_errors=True)  # another folder or settings: start from nothing
-        prepare_cleaner(store, cfg, tasks, world)
+        clean_before_start(store, tasks)
         claim_labels(run, ensemble_dir, cfg, store, labels_hash, overwrite, precision=precision)
 
     with writer_lock(run, tasks, world):
@@ -114,19 +111,14 @@ def label_images_run(images_dir: str | Path, ensemble_dir: str | Path, run_dir: 
 def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, paths: list[str], ensemble_dir: str, labels_hash: str,
           device: str, progress: bool, tasks: Tasks, precision: str) -> None:
     cfg = SampleConfig(**cfg_dict)
-    device = resolve_device(device, rank=rank)
-    if cfg.threads and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
-    grank, gworld = tasks.global_rank(rank, world), tasks.global_world(world)
-    store = ShardStore(run_dir)
-    mine = owned_shards(cfg, grank, gworld)
-    store.clean_partials(mine)
+    device, grank, _, store, mine = worker_start(rank, world, run_dir, cfg, device, tasks)
+    images = [Path(p) for p in paths]
     generator = speed_up(load_generator(cfg.model, device), precision) if cfg.model else None
     labeller = Labeller(ensemble_dir, generator, device, precision)
     with progress_bar(progress and grank == 0) as bar, ShardWriter(WRITE_BEHIND) as writer:
         task = bar.add_task("label-images", total=cfg.n, completed=committed_samples(store, cfg, True), info="")
         for k in mine:
-            _label_shard(store, cfg, k, [Path(p) for p in paths], labeller, labels_hash, writer)
+            _label_shard(store, cfg, k, images, labeller, labels_hash, writer)
             bar.update(task, completed=committed_samples(store, cfg, True))
 
 
