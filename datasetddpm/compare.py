@@ -18,7 +18,7 @@ from .environment import provenance
 from .ensemble.model import load_ensemble
 from .errors import DatasetDDPMError, InputError
 from .io import atomic_path, check_output_dir, read_json, write_json
-from .report import colour_mask, image_grid, save_png
+from .data.overlays import colour_mask, image_grid, save_png
 from .segmenters.model import ARCH_NAMES, load_segmenter, predict
 
 
@@ -96,8 +96,8 @@ def resolved_config(ensemble_dir, segmenters: dict, data, *, model, limit, devic
 
 def write_compare_figures(out: Path, report: dict, config: dict, images, columns: dict, cfg) -> Path:
     """compare.html beside compare.md / compare.json: tables, per-class bars, speed, overlays, config."""
-    from .figures import figure_png, iou_bars_figure, overlay_grid_figure, speed_figure
-    from .html_report import write_compare_html
+    from .reporting.figures import figure_png, iou_bars_figure, overlay_grid_figure, speed_figure
+    from .reporting.html import write_compare_html
     figures = {"speed": figure_png(speed_figure(report["methods"])),
                "iou": figure_png(iou_bars_figure(report["methods"])),
                "overlays": figure_png(overlay_grid_figure(images, columns, cfg.class_names, cfg.num_classes))}

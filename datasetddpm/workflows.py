@@ -202,7 +202,7 @@ def train_ensemble_folder(data: str | Path, out: str | Path, problem: Problem, *
             training = stored
         else:
             save_ensemble(out, ensemble, {"training": training})
-        from .figures import plot_ensemble_log
+        from .reporting.figures import plot_ensemble_log
         plot_ensemble_log(training, Path(out) / "training_curves.png")
     return {**log, "unchanged": unchanged}
 

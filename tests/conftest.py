@@ -31,7 +31,7 @@ def assert_study_outputs(out, view: str) -> None:
     import io
     import numpy as np
     from PIL import Image
-    from datasetddpm.results import draw, render
+    from datasetddpm.reporting.results import draw, render
     out = Path(out)
     assert (out / "study.md").read_text().rstrip("\n") in render(out / "study.json", view)
     with Image.open(out / "study.png") as saved, Image.open(io.BytesIO(draw(out / "study.json", view))) as drawn:

@@ -16,7 +16,7 @@ from conftest import finished_run as make_finished_run
 from conftest import run
 from PIL import Image
 
-from datasetddpm.figures import (
+from datasetddpm.reporting.figures import (
     METHOD_COLOURS,
     drop_threshold,
     figure_png,
@@ -24,7 +24,7 @@ from datasetddpm.figures import (
     uncertainty_figure,
     write_samples_preview,
 )
-from datasetddpm.report import image_grid
+from datasetddpm.data.overlays import image_grid
 
 
 def check_png(source, size: tuple[int, int] | None = None, min_colours: int = 20) -> np.ndarray:
@@ -110,7 +110,7 @@ def test_curves_are_the_same_bytes_in_another_process(tmp_path):
     log = _log(tmp_path / "train_log.jsonl", [{"epoch": e, "loss": 1 / (e + 1), "val_miou": 0.1 * e, "seconds": e}
                                              for e in range(5)])
     mine = plot_training_log(log, tmp_path / "a.png", "t").read_bytes()
-    code = ("import sys; from datasetddpm.figures import plot_training_log; "
+    code = ("import sys; from datasetddpm.reporting.figures import plot_training_log; "
             "plot_training_log(sys.argv[1], sys.argv[2], 't')")
     subprocess.run([sys.executable, "-c", code, log, tmp_path / "b.png"], check=True)
     assert (tmp_path / "b.png").read_bytes() == mine

@@ -76,7 +76,7 @@ def test_demo_trains_the_segmenter_asked_for(tiny_model_dir, tmp_path):
     from datasetddpm.demo import DemoReport, run_demo
     from datasetddpm.ensemble.train import EnsembleTrainConfig
     from datasetddpm.errors import OptionError
-    from datasetddpm.results import demo_compare
+    from datasetddpm.reporting.results import demo_compare
     with pytest.raises(OptionError, match="--arch: unknown architecture 'segformer'"):
         run_demo(tmp_path / "bad", train=2, test=2, model=str(tiny_model_dir), pairs=8, arch="segformer",
                  progress=False, log=lambda *_: None)
@@ -112,7 +112,7 @@ def test_demo_tables_come_from_the_report():
     import io
     from pathlib import Path
     from rich.console import Console
-    from datasetddpm.console import print_demo
+    from datasetddpm.reporting.console import print_demo
     from datasetddpm.demo import DemoReport
     saved = json.loads((Path(__file__).resolve().parents[1] / "docs" / "demo" / "demo.json").read_text())
     console = Console(file=io.StringIO(), width=240)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, run
-from datasetddpm.results import VIEWS, render, render_blocks, result_files
+from datasetddpm.reporting.results import VIEWS, render, render_blocks, result_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def _pixels(png):
 
 def test_docs_study_pictures_are_what_their_json_draws():
     import numpy as np
-    from datasetddpm.results import PLOTS, draw, plots_of
+    from datasetddpm.reporting.results import PLOTS, draw, plots_of
     pictures = {png: (source, view, doc) for doc in _documents()
                 for png, (source, view) in plots_of(doc.read_text(), doc.parent).items()}
     views = {view for _, view, _ in pictures.values()}
@@ -96,7 +96,7 @@ def test_docs_study_pictures_are_what_their_json_draws():
 
 def test_a_changed_number_changes_the_picture(tmp_path):
     import numpy as np
-    from datasetddpm.results import draw
+    from datasetddpm.reporting.results import draw
     study = json.loads((ROOT / "docs/studies/main/study.json").read_text())
     (tmp_path / "a.json").write_text(json.dumps(study))
     study["rows"]["DatasetDDPM"]["miou_per_seed"][0] += 0.05
@@ -107,7 +107,7 @@ def test_a_changed_number_changes_the_picture(tmp_path):
 
 def test_bars_show_each_rows_mean_and_std_over_seeds():
     """Known answer: seeds 40 % and 60 % give a bar of 50 with whiskers of ±10; one value, no whiskers."""
-    from datasetddpm.studies.plots import Bar, Panel, bars_figure
+    from datasetddpm.reporting.study_plots import Bar, Panel, bars_figure
     fig = bars_figure([Panel("p", [Bar("two seeds", [0.4, 0.6], "+1.0 [+0.5, +1.5]"), Bar("one", [0.3])])], "t")
     ax = fig.axes[0]
     assert [round(p.get_width(), 9) for p in ax.patches] == [50.0, 30.0]
@@ -121,7 +121,7 @@ def test_bars_show_each_rows_mean_and_std_over_seeds():
 
 def test_report_plot_draws_a_study_picture_and_refuses_bad_requests(tmp_path):
     import numpy as np
-    from datasetddpm.results import draw
+    from datasetddpm.reporting.results import draw
     study = ROOT / "docs/studies/filter/study.json"
     r = run("report", study, "--view", "filter", "--plot", tmp_path / "f.png")
     assert r.exit_code == 0, r.output

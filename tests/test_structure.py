@@ -80,9 +80,9 @@ def test_no_function_is_longer_than_sixty_lines():
 
 # Layers, bottom to top: the core (models, data, the pipeline's stages and their helpers), the application
 # modules that combine them into workflows and reports, and the CLI on top. Nothing imports a layer above it.
-APPLICATION = ("workflows", "demo", "compare", "studies", "console", "results", "suggest", "plans", "probe", "export")
+APPLICATION = ("workflows", "demo", "compare", "studies", "suggest", "plans", "probe", "export")
 CORE = ("data", "direct", "ensemble", "features", "generators", "pipeline", "segmenters", "errors", "io", "rundir",
-        "paths", "seeds", "progress", "devices", "distributed", "environment", "figures", "report", "html_report",
+        "paths", "seeds", "progress", "devices", "distributed", "environment",
         "presets")
 
 

@@ -88,7 +88,7 @@ def compare_command(
 ) -> None:
     """DeepLabV3-from-synthetic vs direct DDPM mode: IoU per class, mIoU, seconds per image."""
     from ..compare import compare
-    from ..console import print_compare
+    from ..reporting.console import print_compare
     from ..devices import resolve_device
     opt.set_threads(threads)
     report = compare(ensemble, _named_segmenters(segmenter), data, out, model=model, limit=limit, device=resolve_device(device),

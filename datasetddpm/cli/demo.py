@@ -36,7 +36,7 @@ def demo_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """The whole pipeline on the embedded domain: direct mode vs colour, then DatasetDDPM vs direct mode."""
-    from ..console import print_demo
+    from ..reporting.console import print_demo
     from ..demo import run_demo
     from ..devices import resolve_device
     opt.set_threads(threads)

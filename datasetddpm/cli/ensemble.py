@@ -111,7 +111,7 @@ def evaluate_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Per-class IoU and mIoU (reference protocol) on a labelled test split."""
-    from ..console import print_evaluation
+    from ..reporting.console import print_evaluation
     from ..devices import resolve_device
     from ..workflows import evaluate_folder
     opt.set_threads(threads)

@@ -155,7 +155,7 @@ def annotate_command(
 
 def _write_preview(out: Path):
     """RUN/samples_preview.png once the workers are done; under the run lock like every other write."""
-    from ..figures import write_samples_preview
+    from ..reporting.figures import write_samples_preview
     from ..io import run_lock
     with run_lock(out):
         return write_samples_preview(out)

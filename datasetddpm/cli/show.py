@@ -39,7 +39,7 @@ def report_command(
     document."""
     from ..errors import OptionError
     from ..io import atomic_path
-    from ..results import draw, render, update_blocks
+    from ..reporting.results import draw, render, update_blocks
     if readme is not None:
         typer.echo(f"{readme}: {'updated' if update_blocks(readme) else 'up to date'}")
         return

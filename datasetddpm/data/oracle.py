@@ -130,7 +130,7 @@ def check_samples(generator, oracle: Segmenter, out_dir: str | Path, *, n: int =
                   num_steps: int = 50, seed: int = 0, batch_size: int = 50, progress: bool = True) -> dict:
     """Sample `n` images, write `samples_grid.png` (samples over oracle overlays) and `sample_report.json`."""
     from ..progress import progress_bar
-    from ..report import image_grid, overlay, save_png
+    from .overlays import image_grid, overlay, save_png
     seeds = [stream_seed(seed, "check-samples", i) for i in range(n)]  # never a run's or an annotation's samples
     batches = []
     with progress_bar(progress) as bar:

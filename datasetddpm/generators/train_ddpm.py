@@ -300,7 +300,7 @@ def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, to
                 # from the previous state, and the log line and EMA weights are rewritten the same.
                 append_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
                                       "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}, "step")
-                from ..figures import plot_training_log
+                from ..reporting.figures import plot_training_log
                 plot_training_log(log_file, out / "training_curves.png",
                                   f"train-ddpm: {Path(cfg.data).name}, batch {cfg.batch_size}")
                 ema.copy_to(ema_unet.parameters())

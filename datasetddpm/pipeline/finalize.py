@@ -43,7 +43,7 @@ def _write(run: Path, plan: FinalizePlan) -> None:
             for line in plan.index_lines():
                 f.write(json.dumps(line) + "\n")
     write_json(run / "dataset_card.json", plan.card)
-    from ..figures import write_finalize_figures
+    from ..reporting.figures import write_finalize_figures
     ens = plan.ensemble
     write_finalize_figures(run, plan.rows, plan.keep, class_names=ens.class_names, num_classes=ens.num_classes,
                            drop_fraction=plan.drop_fraction)

@@ -411,7 +411,7 @@ def _end_epoch(run: _Run, out: Path, cfg: DeepLabTrainConfig, epoch: int, miou: 
                seconds: float) -> None:
     """Rank 0 after an epoch: the best model, the log line, the curves, then the state (the commit point:
     a kill before it redoes the epoch and rewrites the same files)."""
-    from ..figures import plot_training_log
+    from ..reporting.figures import plot_training_log
     if miou > run.best["miou"]:
         run.best = {"miou": miou, "epoch": epoch}
         save_segmenter(out / "best", run.model, {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})

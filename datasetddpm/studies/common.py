@@ -36,7 +36,7 @@ def write_study_config(out: str | Path, config: dict, *,
 def write_study(out: str | Path, report: dict, markdown, figure) -> None:
     """A study's three outputs in `out`: study.json (the report), study.md (its table, `markdown(report)`)
     and study.png (its picture, `figure(report)`), the JSON last: a folder holding it is complete."""
-    from ..figures import save_figure
+    from ..reporting.figures import save_figure
     from ..io import atomic_path, write_json
     with atomic_path(Path(out) / "study.md") as tmp:
         tmp.write_text(markdown(report))

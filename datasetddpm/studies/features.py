@@ -254,7 +254,7 @@ def features_markdown(report: dict) -> str:
 def features_figure(report: dict):
     """Three heatmaps (steps x blocks, mIoU in %): all, small and large classes, the best cell boxed."""
     from matplotlib.patches import Rectangle
-    from ..figures import new_figure
+    from ..reporting.figures import new_figure
     grid = report["grid"]
     nb, ns = len(grid["blocks"]), len(grid["steps"])
     fig = new_figure(3 * (1.6 + 0.6 * nb), 1.2 + 0.45 * ns)

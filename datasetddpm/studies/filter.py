@@ -147,7 +147,7 @@ def filter_markdown(report: dict) -> str:
 
 def filter_figure(report: dict):
     """DeepLab mIoU over seeds at each drop fraction, and the oracle-measured mIoU of the kept labels."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     q, rows = report["labels"], report["deeplab"]
     name = {key: f"drop {100 * r['drop']:.0f} % ({r['pairs']} pairs)" for key, r in rows.items()}
     seeds = len(report["deeplab_seeds"])

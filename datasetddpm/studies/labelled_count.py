@@ -88,7 +88,7 @@ def labelled_count_markdown(report: dict) -> str:
 
 def labelled_count_figure(report: dict):
     """Direct-mode mIoU against the number of labelled images, each seed a dot."""
-    from .plots import curve_figure
+    from ..reporting.study_plots import curve_figure
     rows = list(report["rows"].values())
     return curve_figure([r["labelled_images"] for r in rows], [[x["miou"] for x in r["runs"]] for r in rows],
                         title=f"Direct mode against labelled images ({report['test_images']} real test images)",

@@ -265,7 +265,7 @@ def main_markdown(report: dict) -> str:
 
 def main_figure(report: dict):
     """Each row's mIoU over seeds; DeepLab rows in orange with their difference to their labeller."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     bars = []
     for row, r in report["rows"].items():
         if "vs_labeller" in r:

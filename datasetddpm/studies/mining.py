@@ -147,7 +147,7 @@ def mining_markdown(report: dict) -> str:
 
 def mining_figure(report: dict):
     """mIoU over seeds for each way of keeping pairs, and the preferred classes' IoU."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     arms, pref = report["arms"], report["prefer_classes"]
     seeds = len(report["deeplab_seeds"])
     first = "vs_default_filter" if DEFAULT in arms else "vs_least_uncertain"

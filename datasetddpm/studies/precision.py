@@ -279,7 +279,7 @@ def _verdict_text(report: dict) -> str:
 
 def precision_figure(report: dict):
     """Each precision's test-label mIoU, its sample labels' mIoU against the oracle, and its label agreement."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     sides, rows = report["precisions"], report["versus_fp32"]
 
     def note(p, part, key):

@@ -139,7 +139,7 @@ def real_images_markdown(report: dict) -> str:
 
 def real_images_figure(report: dict):
     """mIoU over seeds of the segmenter trained on each arm's pairs."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     seeds = len(report["deeplab_seeds"])
     bars = [Bar(f"{arm} ({r['pairs']} pairs)", r["miou_per_seed"], interval_text(r.get("vs_synthetic"), none=""))
             for arm, r in report["arms"].items()]

@@ -216,7 +216,7 @@ def study_markdown(report: dict) -> str:
 
 def samplers_figure(report: dict):
     """DeepLab mIoU over seeds and label mIoU against the oracle, for each sampler."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     rows = report["rows"]
     name = {s: f"{s} ({r['unet_evaluations']} evals)" for s, r in rows.items()}
     seeds = len(report.get("deeplab_seeds", [0]))

@@ -145,7 +145,7 @@ def segmenter_markdown(report: dict) -> str:
 
 def segmenter_figure(report: dict):
     """mIoU over seeds for each segmenter setting."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     seeds = len(report["deeplab_seeds"])
     bars = [Bar(f"{name} ({r['epochs']} epochs)", r["miou_per_seed"], interval_text(r.get("vs_baseline"), none=""))
             for name, r in report["rows"].items()]

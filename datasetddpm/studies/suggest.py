@@ -145,7 +145,7 @@ def suggest_markdown(report: dict) -> str:
 
 def suggest_figure(report: dict):
     """Direct-mode mIoU over seeds after each arm's additions; the start set's mean as a dashed line."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     seeds = len(report["seeds"])
     bars = [Bar(arm, r["miou_per_seed"], interval_text(r.get("vs_random"), none=""))
             for arm, r in report["arms"].items()]

@@ -183,7 +183,7 @@ def synthetic_size_markdown(report: dict) -> str:
 def synthetic_size_figure(report: dict):
     """mIoU (%) against kept pairs on a log axis: each seed's score as a dot, the mean with its std as
     error bars; a hollow marker where a step up is not a significant gain over the previous size."""
-    from .plots import curve_figure
+    from ..reporting.study_plots import curve_figure
     rows = list(report["rows"].values())
     budget = (f"{report['segmenter']['epochs']} epochs each" if report["budget"]["rule"] == "epochs"
               else "the largest set's optimisation steps each")

@@ -208,7 +208,7 @@ def trajectory_markdown(report: dict) -> str:
 
 def trajectory_figure(report: dict):
     """Label mIoU against the oracle over seeds for each way of labelling the same samples."""
-    from .plots import Bar, Panel, bars_figure
+    from ..reporting.study_plots import Bar, Panel, bars_figure
     seeds = len(report["seeds"])
     bars = [Bar(f"{arm} (t = {', '.join(map(str, r['steps']))})", r["label_miou_per_seed"],
                 interval_text(r.get("vs_standard"), none="")) for arm, r in report["arms"].items()]

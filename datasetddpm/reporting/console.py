@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .demo import DemoReport
-    from .direct import Evaluation
+    from ..demo import DemoReport
+    from ..direct import Evaluation
 
 
 def print_compare(report: dict, console: Console | None = None) -> None:
@@ -55,7 +55,7 @@ def print_demo(report: DemoReport, out: str | Path, console: Console | None = No
     d = report.datasetddpm
     if d is not None:
         print_compare({"test_images": report.test_images, "methods": d.compare}, console)
-        from .segmenters.model import ARCH_NAMES
+        from ..segmenters.model import ARCH_NAMES
         console.print(f"pairs: {d.pairs}; labeller: {d.labeller}; {ARCH_NAMES[d.deeplab.get('arch', 'deeplabv3')]} "
                       f"best epoch {d.deeplab['best_epoch']} "
                       f"(input x{d.deeplab['input_scale']}"

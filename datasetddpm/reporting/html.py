@@ -11,7 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from .io import atomic_path
+from ..io import atomic_path
 
 STYLE = """
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1150px; }

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OptionError
-from .io import atomic_path, read_json
+from ..errors import InputError, OptionError
+from ..io import atomic_path, read_json
 
 BLOCK = re.compile(r"(<!-- result (\S+) (\S+) -->\n)(.*?)(<!-- /result -->)", re.S)
 
@@ -45,7 +45,7 @@ def demo_compare(d: dict) -> str:
     methods = dict(d["datasetddpm"]["compare"])
     pairs = d["datasetddpm"]["pairs"]["kept"]
     share = d["datasetddpm"]["deeplab"].get("real_fraction")
-    from .segmenters.model import ARCH_NAMES
+    from ..segmenters.model import ARCH_NAMES
     best = d["datasetddpm"]["deeplab"]
     segmenter = ARCH_NAMES[best.get("arch", "deeplabv3")]  # demos before --arch trained DeepLabV3
     name = f"{segmenter} ({pairs} synthetic pairs" + (f" + labelled images at {share:.0%} of each epoch)"
@@ -173,7 +173,7 @@ def _digest_of(d: dict) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _shipped_ddpm_digest() -> str:
-    from .environment import embedded_weights
+    from ..environment import embedded_weights
     return embedded_weights().get("ddpm", "")
 
 
@@ -208,34 +208,34 @@ def _markdown_view(module: str, function: str):
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary": demo_summary, "demo-direct": demo_direct,
          "samples-vs-real": samples_vs_real, "budget": budget,
-         "samplers": _markdown_view(".studies.samplers", "study_markdown"),
-         "trajectory": _markdown_view(".studies.trajectory", "trajectory_markdown"),
-         "segmenter": _markdown_view(".studies.segmenter", "segmenter_markdown"),
-         "real-images": _markdown_view(".studies.real_images", "real_images_markdown"),
-         "suggest": _markdown_view(".studies.suggest", "suggest_markdown"),
-         "main": _markdown_view(".studies.main", "main_markdown"),
-         "labelled-count": _markdown_view(".studies.labelled_count", "labelled_count_markdown"),
-         "filter": _markdown_view(".studies.filter", "filter_markdown"),
-         "mining": _markdown_view(".studies.mining", "mining_markdown"),
-         "features": _markdown_view(".studies.features", "features_markdown"),
-         "synthetic-size": _markdown_view(".studies.synthetic_size", "synthetic_size_markdown"),
-         "precision": _markdown_view(".studies.precision", "precision_markdown"),
-         "compare": _markdown_view(".compare", "compare_markdown")}
+         "samplers": _markdown_view("..studies.samplers", "study_markdown"),
+         "trajectory": _markdown_view("..studies.trajectory", "trajectory_markdown"),
+         "segmenter": _markdown_view("..studies.segmenter", "segmenter_markdown"),
+         "real-images": _markdown_view("..studies.real_images", "real_images_markdown"),
+         "suggest": _markdown_view("..studies.suggest", "suggest_markdown"),
+         "main": _markdown_view("..studies.main", "main_markdown"),
+         "labelled-count": _markdown_view("..studies.labelled_count", "labelled_count_markdown"),
+         "filter": _markdown_view("..studies.filter", "filter_markdown"),
+         "mining": _markdown_view("..studies.mining", "mining_markdown"),
+         "features": _markdown_view("..studies.features", "features_markdown"),
+         "synthetic-size": _markdown_view("..studies.synthetic_size", "synthetic_size_markdown"),
+         "precision": _markdown_view("..studies.precision", "precision_markdown"),
+         "compare": _markdown_view("..compare", "compare_markdown")}
 
 
 # Views whose result has a picture: the study module's figure function, drawn to study.png beside the JSON.
-PLOTS = {"samplers": (".studies.samplers", "samplers_figure"),
-         "trajectory": (".studies.trajectory", "trajectory_figure"),
-         "segmenter": (".studies.segmenter", "segmenter_figure"),
-         "real-images": (".studies.real_images", "real_images_figure"),
-         "suggest": (".studies.suggest", "suggest_figure"),
-         "main": (".studies.main", "main_figure"),
-         "labelled-count": (".studies.labelled_count", "labelled_count_figure"),
-         "filter": (".studies.filter", "filter_figure"),
-         "mining": (".studies.mining", "mining_figure"),
-         "features": (".studies.features", "features_figure"),
-         "synthetic-size": (".studies.synthetic_size", "synthetic_size_figure"),
-         "precision": (".studies.precision", "precision_figure")}
+PLOTS = {"samplers": ("..studies.samplers", "samplers_figure"),
+         "trajectory": ("..studies.trajectory", "trajectory_figure"),
+         "segmenter": ("..studies.segmenter", "segmenter_figure"),
+         "real-images": ("..studies.real_images", "real_images_figure"),
+         "suggest": ("..studies.suggest", "suggest_figure"),
+         "main": ("..studies.main", "main_figure"),
+         "labelled-count": ("..studies.labelled_count", "labelled_count_figure"),
+         "filter": ("..studies.filter", "filter_figure"),
+         "mining": ("..studies.mining", "mining_figure"),
+         "features": ("..studies.features", "features_figure"),
+         "synthetic-size": ("..studies.synthetic_size", "synthetic_size_figure"),
+         "precision": ("..studies.precision", "precision_figure")}
 
 
 def plot_path(path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from .common import seed_count
+from ..studies.common import seed_count
 
 MIOU_AXIS = "mIoU (%)"
 SEED_DOT = dict(s=12, color="#555555", alpha=0.7, zorder=3, linewidths=0)
@@ -77,7 +77,7 @@ def draw_bars(ax, panel: Panel) -> None:
 
 def bars_figure(panels: list[Panel], title: str, *, width: float = 7.5) -> Figure:
     """Panels of bars, one above the other, under one title."""
-    from ..figures import new_figure
+    from .figures import new_figure
     heights = [0.9 + 0.38 * len(p.bars) + 0.15 * _wrap(p.title, 80).count("\n") for p in panels]
     fig = new_figure(width, 0.5 + sum(heights) + 0.15 * _wrap(title, 85).count("\n"))
     axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
@@ -91,7 +91,7 @@ def curve_figure(xs: list[float], per_seed: list[list[float]], *, title: str, xl
                  flat: list[bool] | None = None, flat_label: str = "") -> Figure:
     """A measure against a size on a log axis: each seed's value as a dot, the mean with ± one std as
     error bars; a hollow red ring on the points `flat` marks (e.g. a step up that is not a significant gain)."""
-    from ..figures import new_figure
+    from .figures import new_figure
     fig = new_figure(5, 3.4)
     ax = fig.add_subplot()
     for x, values in zip(xs, per_seed):

@@ -19,9 +19,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from PIL import Image
 
-from .data.images import palette_for
-from .io import atomic_path
-from .report import image_grid, overlay
+from ..data.images import palette_for
+from ..io import atomic_path
+from ..data.overlays import image_grid, overlay
 
 DPI = 100
 PNG_METADATA = {"Software": None}  # matplotlib would stamp its version: bytes would change with it
@@ -220,7 +220,7 @@ def write_finalize_figures(run: str | Path, rows: list[dict], keep: set[int], *,
 def write_samples_preview(run: str | Path, *, limit: int = 2 * PREVIEW_COLUMNS) -> Path | None:
     """RUN/samples_preview.png: the first committed samples, with their label overlays once labelled
     (what `sample` / `label` made so far, before `finalize` ranks them). None when nothing is committed."""
-    from .pipeline.shards import ShardStore, sample_name
+    from ..pipeline.shards import ShardStore, sample_name
     run = Path(run)
     store, images, masks, captions = ShardStore(run), [], [], []
     labels = json.loads((run / "labels_manifest.json").read_text())["config"] if (

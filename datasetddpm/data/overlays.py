@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.images import palette_for
-from .io import atomic_path
+from .images import palette_for
+from ..io import atomic_path
 
 
 def colour_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
