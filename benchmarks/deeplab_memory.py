@@ -34,7 +34,7 @@ SIDE = 64
 
 def write_fake_run(root: Path, n: int, shard: int = 500) -> None:
     from datasetddpm.data.images import palette_for
-    from datasetddpm.pipeline.shards import ShardStore, sample_name, shard_name
+    from datasetddpm.data.shards import ShardStore, sample_name, shard_name
     rng = np.random.default_rng(0)
     store = ShardStore(root)
     rows = []

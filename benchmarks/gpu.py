@@ -40,6 +40,8 @@ from datasetddpm.pipeline import generate
 from datasetddpm.pipeline.config import SampleConfig
 from datasetddpm.pipeline.finalize import finalize_run
 from datasetddpm import workflows
+from datasetddpm.hooks import drawing
+from datasetddpm.reporting.hooks import FigureWriter
 
 PAPER_SPEC = FeatureSpec(blocks=(5, 6, 7, 8, 12), steps=(50, 150, 250))
 TARGET_PAIRS, KEEP = 50_000, 0.9
@@ -149,8 +151,10 @@ def train_deeplab_on(root: Path, run: Path, device: torch.device, quick: bool) -
         np.save(val / f"{i}.npy", mask.astype(np.int64))
     cfg = workflows.deeplab_config(None, epochs=1, augment=False)
     amp = device.type == "cuda"
-    seconds, result = _timed(lambda: workflows.train_deeplab_run(run, root / "val", root / "deeplab", cfg,
-                                                                 device=str(device), amp=amp, progress=False), device)
+    with drawing(FigureWriter()):  # the command draws its training curves each epoch: timed as a user runs it
+        seconds, result = _timed(lambda: workflows.train_deeplab_run(run, root / "val", root / "deeplab", cfg,
+                                                                     device=str(device), amp=amp, progress=False),
+                                 device)
     steps = len(pairs) // cfg.batch_size
     return {"pairs": len(pairs), "batch_size": cfg.batch_size, "steps": steps, "seconds": round(seconds, 2),
             "steps_per_second": round(steps / seconds, 3), "amp": amp, "ok": result["best_epoch"] == 0}

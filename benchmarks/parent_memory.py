@@ -70,6 +70,8 @@ def run(quick: bool = False, threads: int = 2) -> dict:
                                  "meta_validation": round(after["peak_rss_mb"] - imports, 1)},
             "ratio": round(before["peak_rss_mb"] / after["peak_rss_mb"], 2), "side": after["side"],
             "features_per_pixel": after["features"],
+            "validation": {path: {"side": r["side"], "features": r["features"]}
+                           for path, r in (("load_on_cpu", before), ("meta_validation", after))},
             "check": {"same_validation": same, "below_1_gib": after["peak_rss_mb"] < 1024,
                       "passed": same and after["peak_rss_mb"] < 1024}}
 

@@ -11,6 +11,7 @@ off) and write-behind. Reported: seconds of each, the injected writer time, the 
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +20,19 @@ import bench_utils as bu  # first: sets the OpenMP wait policy before torch load
 
 from datasetddpm.pipeline import generate
 from datasetddpm.pipeline.config import SampleConfig
-from datasetddpm.pipeline.shards import ShardStore
+from datasetddpm.data.shards import ShardStore
 
 
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "shards").rglob("*")) if p.is_file()}
+
+
+def shards_sha256(root: Path) -> str:
+    """One sha256 over every shard file's path and bytes, in path order (tests recompute it on a CLI run)."""
+    h = hashlib.sha256()
+    for name, data in _tree(root).items():
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 def _make(run: Path, cfg: SampleConfig, write_behind: bool) -> float:
@@ -60,6 +69,7 @@ def run(quick: bool = False, threads: int = 2) -> dict:
             ShardStore.write_samples = write
             generate.WRITE_BEHIND = True
         same = _tree(tmp / "serial") == _tree(tmp / "behind")
+        digests = {"serial": shards_sha256(tmp / "serial"), "write_behind": shards_sha256(tmp / "behind")}
     shards = n // shard
     injected = shards * delay
     return {**bu.header(threads), "benchmark": "writer_overlap", "samples": n, "shards": shards,
@@ -67,7 +77,8 @@ def run(quick: bool = False, threads: int = 2) -> dict:
             "injected_write_seconds": round(injected, 2), "seconds": {"serial": round(serial, 2),
                                                                       "write_behind": round(behind, 2)},
             "ratio": round(serial / behind, 3), "hidden_fraction": round((serial - behind) / injected, 3),
-            "peak_rss_mb": round(bu.peak_rss_mb(), 1), "check": {"byte_identical": same, "passed": same}}
+            "peak_rss_mb": round(bu.peak_rss_mb(), 1), "check": {"byte_identical": same, "passed": same},
+            "shards_sha256": digests}
 
 
 if __name__ == "__main__":

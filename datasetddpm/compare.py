@@ -1,7 +1,7 @@
-"""DeepLabV3-from-synthetic vs direct DDPM mode on a real labelled test split.
+"""A segmenter trained on generated pairs (DeepLabV3 or U-Net) vs direct DDPM mode on a real labelled test split.
 
 Reports per-class IoU, mIoU (reference protocol) and seconds per image for each: direct mode needs
-the diffusion model (several UNet passes per image), DeepLab is one standard forward pass. Writes
+the diffusion model (several UNet passes per image), the segmenter is one standard forward pass. Writes
 compare.json, compare.md, compare_grid.png and compare.html (everything in one self-contained page).
 """
 
@@ -15,10 +15,10 @@ import torch
 from .data.folders import read_labelled, resolve_split
 from .direct import evaluate_labels, segment
 from .environment import provenance
-from .ensemble.model import load_ensemble
+from .ensemble.model import load_ensemble, recorded_model
 from .errors import DatasetDDPMError, InputError
+from .hooks import current_figures
 from .io import atomic_path, check_output_dir, read_json, write_json
-from .data.overlays import colour_mask, image_grid, save_png
 from .segmenters.model import ARCH_NAMES, load_segmenter, predict
 
 
@@ -74,13 +74,9 @@ def _write_outputs(out: Path, report: dict, test, predictions: dict, cfg, folder
     write_json(out / "compare.json", report)
     with atomic_path(out / "compare.md") as tmp:
         tmp.write_text(compare_markdown(report))
-    tiles = []
-    for i in range(min(8, len(test))):
-        tiles += [test.images[i], colour_mask(test.masks[i], cfg.num_classes),
-                  *[colour_mask(pred[i], cfg.num_classes) for pred in predictions.values()]]
-    save_png(out / "compare_grid.png", image_grid(tiles, 2 + len(predictions), scale=3))
     config = resolved_config(report["ensemble"], folders, report["data"], test_images=len(test), **options)
-    write_compare_figures(out, report, config, test.images, {"ground truth": test.masks, **predictions}, cfg)
+    current_figures().compare_page(out, report, config, test.images, {"ground truth": test.masks, **predictions},
+                                   class_names=cfg.class_names, num_classes=cfg.num_classes)
 
 
 def resolved_config(ensemble_dir, segmenters: dict, data, *, model, limit, device, test_images: int) -> dict:
@@ -88,20 +84,10 @@ def resolved_config(ensemble_dir, segmenters: dict, data, *, model, limit, devic
     ensemble = read_json(Path(ensemble_dir) / "ensemble.json")
     configs = {name: read_json(Path(d) / "config.json") for name, d in segmenters.items()}
     return {"compare": {"ensemble": str(ensemble_dir), "segmenters": {k: str(v) for k, v in segmenters.items()},
-                        "data": str(data), "model": model or ensemble["ensemble"].get("model"), "limit": limit,
+                        "data": str(data), "model": model or recorded_model(ensemble, ensemble_dir), "limit": limit,
                         "device": str(device), "test_images": test_images},
             "ensemble": {k: ensemble.get(k) for k in ("ensemble", "training")},
             **{f"segmenter: {name}": {k: c.get(k) for k in ("segmenter", "training")} for name, c in configs.items()}}
-
-
-def write_compare_figures(out: Path, report: dict, config: dict, images, columns: dict, cfg) -> Path:
-    """compare.html beside compare.md / compare.json: tables, per-class bars, speed, overlays, config."""
-    from .reporting.figures import figure_png, iou_bars_figure, overlay_grid_figure, speed_figure
-    from .reporting.html import write_compare_html
-    figures = {"speed": figure_png(speed_figure(report["methods"])),
-               "iou": figure_png(iou_bars_figure(report["methods"])),
-               "overlays": figure_png(overlay_grid_figure(images, columns, cfg.class_names, cfg.num_classes))}
-    return write_compare_html(out / "compare.html", report, figures, config)
 
 
 def _check_same_classes(ensemble_cfg, segmenter_cfg, where: Path) -> None:
@@ -116,6 +102,8 @@ def _check_same_classes(ensemble_cfg, segmenter_cfg, where: Path) -> None:
 
 
 def compare_markdown(report: dict) -> str:
+    """compare.json's numbers for people: mIoU and every class's IoU in % (one decimal), as on the console
+    (the header keeps its words: the committed results pages render this table)."""
     methods = report["methods"]
     names = list(next(iter(methods.values()))["iou"])
     lines = ["| method | mIoU | s / image | " + " | ".join(names) + " |",

@@ -120,7 +120,9 @@ def build_bank(source: FeatureSource, images: np.ndarray, masks: np.ndarray, ign
 
 def fit_ensemble(source: FeatureSource, images: np.ndarray, masks: np.ndarray, *, num_classes: int,
                  ignore_label: int = 255, class_names: tuple[str, ...] = (), train: EnsembleTrainConfig | None = None,
-                 progress: bool = True) -> tuple[PixelEnsemble, dict]:
+                 progress: bool = True, diagnose: bool = False) -> tuple[PixelEnsemble, dict]:
+    """Features of the labelled images -> trained ensemble and its log; `diagnose` adds each class's recall on
+    its own training pixels (`training_recall`, for train-ensemble's class warnings)."""
     train = train or EnsembleTrainConfig()
     bank = build_bank(source, images, masks, ignore_label, progress=progress)
     cfg = EnsembleConfig(in_dim=bank.dim, num_classes=num_classes, members=train.members, ignore_label=ignore_label,
@@ -131,6 +133,9 @@ def fit_ensemble(source: FeatureSource, images: np.ndarray, masks: np.ndarray, *
     # The labeller's class balance, for the dataset card to compare the synthetic labels with.
     labelled = bank.mask_tensor[bank.mask_tensor != ignore_label]
     log["class_pixels"] = torch.bincount(labelled.flatten(), minlength=num_classes)[:num_classes].tolist()
+    if diagnose:
+        from .ensemble.diagnostics import training_recall
+        log["training_recall"] = training_recall(ensemble, bank, num_classes, ignore_label, seed=train.seed)
     return ensemble, log
 
 
@@ -146,7 +151,7 @@ class Segmentation:
 
 @torch.no_grad()
 def segment(source: FeatureSource, ensemble: PixelEnsemble, images: np.ndarray, *, batch_size: int = 8,
-            progress: bool = True) -> Segmentation:
+            progress: bool = True, description: str = "segment") -> Segmentation:
     """Segment images. The UNet runs in batches; the ensemble runs through `FusedHead` (fc1 at each
     map's native resolution, then upsampling of its small output), so no (d, H, W) feature tensor
     is ever built. Labels equal the materialised path's up to near-ties."""
@@ -156,7 +161,7 @@ def segment(source: FeatureSource, ensemble: PixelEnsemble, images: np.ndarray, 
     scores = np.zeros(N, dtype=np.float32)
     head = None
     with progress_bar(progress) as bar:
-        task = bar.add_task("segment", total=N, info="")
+        task = bar.add_task(description, total=N, info="")  # the command's name: `suggest` runs this too
         device = ensemble.fc1.weight.device
         for i, x in _batches(images, batch_size):
             maps = [m.to(device) for m in source.maps(x)]  # colour maps are made on the CPU
@@ -179,12 +184,14 @@ class Evaluation:
     iou: dict[str, float]
     confusion: np.ndarray
     num_images: int
+    class_report: dict | None = None  # segmenters.class_report's, when asked for (`evaluate --class-report`)
 
     def to_dict(self) -> dict:
         return {"miou": self.miou, "iou": self.iou, "num_images": self.num_images,
                 "protocol": "reference: per-class intersections and unions summed over the test set; "
                             "ignore label skipped; classes absent from both count as IoU 0",
-                "confusion": self.confusion.tolist()}
+                "confusion": self.confusion.tolist(),
+                **({"class_report": self.class_report} if self.class_report is not None else {})}
 
 
 def evaluate_labels(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_label: int,

@@ -461,3 +461,62 @@ def read_checkpoint_meta(directory: str | Path, meta_file: str, fmt: str, what: 
     if meta.get("format") != fmt:
         raise InputError(path, f"not a DatasetDDPM {what} (format={meta.get('format')!r})")
     return meta
+
+
+# A folder written whole or not at all (exports, imported annotations): files are fsynced, the folder is
+# built in a hidden sibling and renamed into place. The sibling's name keeps its `.export-` tag for every
+# user so that a killed command's leftovers are recognised and cleaned the same as before.
+def write_synced(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())  # the rename into place must not publish files still in the page cache only
+
+
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.export-"
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Delete the staging folders that killed exports to `out` left (this host, their process gone)."""
+    host, prefix = socket.gethostname(), _staging_prefix(out)
+    for path in out.parent.glob(".*.export-*"):
+        if not path.name.startswith(prefix):
+            continue  # another folder's
+        owner, _, kind = path.name[len(prefix):].rpartition(".")
+        where, _, pid = owner.rpartition("-")
+        if kind in ("partial", "old") and where == host and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _shown_path(error: OSError, staging: Path, out: Path) -> Path:
+    """The path an OS error is about as the user knows it: inside DIR, not the hidden staging folder."""
+    if not error.filename:
+        return out
+    path = Path(error.filename)
+    return out / path.relative_to(staging) if staging in path.parents else path
+
+
+@contextmanager
+def staged_folder(shown: Path):
+    """Yield a hidden sibling of `shown` (the --out path) to write into; on success it replaces the folder
+    by renames, so it is either the old folder or the whole new export, never part of one."""
+    out = shown.resolve()  # `.` or `x/..` have no name to put a sibling beside
+    stem = f"{_staging_prefix(out)}{socket.gethostname()}-{os.getpid()}"
+    staging, old = out.with_name(stem + ".partial"), out.with_name(stem + ".old")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        yield staging
+        _maybe_killed()
+        if out.exists() and any(out.iterdir()):  # --overwrite (checked before): move the old one aside first
+            os.replace(out, old)
+        os.replace(staging, out)  # rename(2) also replaces an empty directory
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise write_error(_shown_path(e, staging, shown), e) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -8,23 +8,9 @@ from .data.images import palette_for
 from .data.procedural import CLASS_NAMES as EMBEDDED_CLASSES
 from .ensemble.model import hidden_sizes
 from .generators.base import FeatureSpec
+from .generators.embedded import EMBEDDED_SCHEDULER, EMBEDDED_UNET  # noqa: F401  (re-exported)
 
 from .paths import ASSETS, EMBEDDED_MODEL_DIR, EMBEDDED_ORACLE_DIR  # noqa: F401  (re-exported)
-
-# The embedded UNet: 1.06M parameters, 32 px, three levels (32/64/64 channels), one resnet per
-# level, no attention. Sized so that training fits a background CPU run and DDIM-50 sampling of
-# several hundred images fits the demo on a slow 2-core day.
-EMBEDDED_UNET = dict(
-    sample_size=32,
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(32, 64, 64),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=16,
-)
-EMBEDDED_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
 
 
 @dataclass(frozen=True)

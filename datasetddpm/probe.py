@@ -16,14 +16,17 @@ from .ensemble.train import EnsembleTrainConfig
 from .generators.base import FeatureSpec
 from .io import atomic_path, write_json
 from .progress import progress_bar
+from .segmenters.class_report import class_report, pixel_counts
 
 
 def run_probe(generator, train_images: np.ndarray, train_masks: np.ndarray, test_images: np.ndarray,
               test_masks: np.ndarray, *, blocks: tuple[int, ...], steps: tuple[int, ...], num_classes: int,
               ignore_label: int = 255, noise_seed: int = 0, seed: int = 0, max_epochs: int = 100,
-              progress: bool = True) -> dict:
-    """mIoU grid[step][block] of one MLP per cell."""
+              progress: bool = True, class_names: tuple[str, ...] | None = None) -> dict:
+    """mIoU grid[step][block] of one MLP per cell; with `class_names`, also each cell's per-class report
+    (`probe_class_report`)."""
     grid = np.zeros((len(steps), len(blocks)))
+    confusions: dict[tuple[int, int], np.ndarray] = {}
     t0 = time.time()
     with progress_bar(progress) as bar:
         task = bar.add_task("probe", total=len(steps) * len(blocks), info="")
@@ -32,12 +35,33 @@ def run_probe(generator, train_images: np.ndarray, train_masks: np.ndarray, test
             cache: dict = {}  # one UNet pass per image batch serves every block of this step
             for bi, b in enumerate(blocks):
                 cell = CachedSource(full, select=bi, cache=cache)
-                grid[si, bi] = probe_cell(cell, train_images, train_masks, test_images, test_masks,
-                                          num_classes=num_classes, ignore_label=ignore_label, seed=seed,
-                                          max_epochs=max_epochs).miou
+                ev = probe_cell(cell, train_images, train_masks, test_images, test_masks, num_classes=num_classes,
+                                ignore_label=ignore_label, seed=seed, max_epochs=max_epochs)
+                grid[si, bi], confusions[si, bi] = ev.miou, ev.confusion
                 bar.update(task, advance=1, info=f"t={t} block={b} mIoU={100 * grid[si, bi]:.1f}")
-    return {"blocks": list(blocks), "steps": list(steps), "miou": grid.tolist(),
-            "train_images": len(train_images), "test_images": len(test_images), "seconds": round(time.time() - t0, 1)}
+    result = {"blocks": list(blocks), "steps": list(steps), "miou": grid.tolist(),
+              "train_images": len(train_images), "test_images": len(test_images), "seconds": round(time.time() - t0, 1)}
+    if class_names is not None:  # only when asked: probe.json keeps its keys otherwise
+        result["class_report"] = probe_class_report(confusions, steps, blocks, class_names, ignore_label,
+                                                    pixel_counts(train_masks, num_classes, ignore_label))
+    return result
+
+
+def probe_class_report(confusions: dict, steps, blocks, names: tuple[str, ...], ignore_label: int,
+                       train_pixels: list[int]) -> dict:
+    """Per cell the IoU of every class and the mIoU of the small and of the large classes (grids [step][block],
+    split by the classes' shares of the training masks' pixels), and the full report of the best cell."""
+    reports = {cell: class_report(cm, names, ignore_label, train_pixels, "the training masks' pixels")
+               for cell, cm in confusions.items()}
+    rows, cols = range(len(steps)), range(len(blocks))
+    # The best cell as `best_cell` picks it: highest mIoU, ties to the larger step, then block.
+    best = max(reports, key=lambda c: (reports[c]["miou"]["all"], steps[c[0]], blocks[c[1]]))
+    return {"split_by": reports[best]["split_by"], "median_share": reports[best]["median_share"],
+            "groups": {name: row["group"] for name, row in reports[best]["classes"].items()},
+            "miou_small": [[reports[r, c]["miou"]["small"] for c in cols] for r in rows],
+            "miou_large": [[reports[r, c]["miou"]["large"] for c in cols] for r in rows],
+            "class_iou": [[{n: row["iou"] for n, row in reports[r, c]["classes"].items()} for c in cols] for r in rows],
+            "best_cell": {"step": steps[best[0]], "block": blocks[best[1]], **reports[best]}}
 
 
 def probe_cell(cell: FeatureSource, train_images: np.ndarray, train_masks: np.ndarray, test_images: np.ndarray,

@@ -2,7 +2,8 @@
 
 On a terminal: rich bars. Anywhere else (nohup, a redirected log, a batch job) a bar would only be
 drawn at the end, so plain lines are printed instead, at most every `interval` seconds and when a
-task completes: `sample: 1500/5556 (27%) 4.81 samples/s elapsed 5:12 ETA 14:03`.
+task completes: `sample: 1500/5556 (27%) 4.81 samples/s elapsed 5m12s, 14m03s left`. Durations are
+written with their units (`1h05m`, `21m11s`, `45s`): `21:11` reads as a time of day.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 
 class _Silent:
@@ -27,10 +28,22 @@ class _Silent:
         pass
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
+def duration(seconds: float) -> str:
+    """A span with its units, never a clock time: `45s`, `21m11s`, `1h05m` (seconds dropped past an hour)."""
+    seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class TimeLeftColumn(ProgressColumn):
+    """rich's remaining-time column in the same words as the plain lines (`14m03s left`)."""
+
+    def render(self, task) -> Text:
+        left = task.time_remaining
+        return Text("" if left is None or task.finished else f"{duration(left)} left", style="progress.remaining")
 
 
 class PlainProgress:
@@ -74,10 +87,11 @@ class PlainProgress:
         parts = [f"{t['description']}: {done:g}" + (f"/{total:g} ({100 * done / total:.0f}%)" if total else "")]
         if t["fields"].get("info"):
             parts.append(str(t["fields"]["info"]))
-        parts.append(f"elapsed {_clock(elapsed)}")
+        parts.append(f"elapsed {duration(elapsed)}")
         rate = (done - t["start_completed"]) / elapsed if elapsed > 0 else 0
         if total and rate > 0 and done < total:
-            parts.append(f"ETA {_clock((total - done) / rate)}")
+            parts[-1] += ","
+            parts.append(f"{duration((total - done) / rate)} left")
         return " ".join(parts)
 
 
@@ -91,6 +105,6 @@ def progress_bar(enabled: bool = True):
         yield PlainProgress()
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeLeftColumn()]
     with Progress(*columns, transient=False) as progress:
         yield progress

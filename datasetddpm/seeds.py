@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAMS = {"annotation": 1, "check-samples": 2, "labelled-subset": 3, "suggest-start": 4, "suggest-random": 5}
+STREAMS = {"annotation": 1, "check-samples": 2, "labelled-subset": 3, "suggest-start": 4, "suggest-random": 5, "val-split": 6}
 
 
 def sample_seed(run_seed: int, index: int) -> int:

@@ -60,16 +60,16 @@ def choose(source, ensemble, images: np.ndarray, k: int, *, diversity: bool = Tr
 
 def suggest(images_dir: str | Path, ensemble_dir: str | Path, k: int, out_dir: str | Path, *, diversity: bool = True,
             model: str | None = None, device: str | torch.device = "cpu", progress: bool = True) -> list[dict]:
-    from .workflows import _check_sizes, check_ensemble_size, source_for
+    from .workflows.problem import check_image_sizes, check_ensemble_size, source_for
     images, paths = read_images(images_dir)
     if not 1 <= k <= len(paths):
         raise OptionError("--k", f"must be in [1, {len(paths)}] (the images in {images_dir}), got {k}")
     ensemble = load_ensemble(ensemble_dir).to(device)
     check_ensemble_size(ensemble.cfg, images, paths)
     source = source_for(ensemble, model=model, device=device)
-    _check_sizes(source, images, paths)
+    check_image_sizes(source, images, paths)
     check_output_dir(out_dir)
-    segmentation = segment(source, ensemble, images, progress=progress)
+    segmentation = segment(source, ensemble, images, progress=progress, description="suggest")
     picked, scores = choose(source, ensemble, images, k, diversity=diversity, segmentation=segmentation)
     out = Path(out_dir)
     rows = []

@@ -316,7 +316,8 @@ def test_convert_adm_then_train_ensemble_then_sample_with_labels(adm_files, tiny
     _ok("train-ensemble", "--data", tiny_dataset, "--out", ens, "--model", converted_dir, "--blocks", "2,4",
         "--steps", "50,150", "--members", "2", "--quiet")
     meta = json.loads((ens / "ensemble.json").read_text())
-    assert meta["ensemble"]["in_dim"] == 2 * (64 + 32) and meta["ensemble"]["model"] == str(converted_dir.resolve())
+    assert meta["ensemble"]["in_dim"] == 2 * (64 + 32) and meta["ensemble"]["model"] == "../conv"  # beside it
+    assert meta["model_absolute"] == str(converted_dir.resolve())
     # The full ancestral sampler uses the learned variance (ADM learn_sigma) that the model outputs.
     _ok("sample", "--out", run, "--n", "4", "--model", converted_dir, "--ensemble", ens, "--sampler", "ddpm",
         "--sampling-steps", "3", "--batch-size", "2", "--shard-size", "2", "--threads", "1", "--quiet")

@@ -33,38 +33,99 @@ def quick_results(tmp_path_factory):
     return {name: json.loads((out / f"{name}.json").read_text()) for name in NAMES}
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_quick_benchmark_correctness_checks_pass(quick_results, name):
-    result = quick_results[name]
-    assert result["quick"] is True and result["check"]["passed"] is True
+# Each benchmark's correctness is judged here from the figures and digests it reports, with this file's own
+# bounds: never from the `check.passed` flag the benchmark sets for itself.
 
 
-def test_fused_labels_equal_reference_labels(quick_results):
-    check = quick_results["labelling_head"]["check"]
+def test_every_quick_benchmark_ran_at_its_quick_size(quick_results):
+    assert all(quick_results[name]["quick"] is True for name in NAMES)
+
+
+@pytest.mark.parametrize("name", ["labelling_head", "segment_embedded"])
+def test_fused_labels_equal_reference_labels(quick_results, name):
+    """Every pixel is counted once (equal + differing = all), and the labels differ from the reference path's
+    only at float near-ties: at most 1 pixel in 1000, with the JS scores within 1e-3."""
+    check = quick_results[name]["check"]
+    assert check["pixels"] > 0
+    if "labels_equal" in check:
+        assert check["labels_equal"] + check["labels_differing"] == check["pixels"]
     assert check["labels_differing"] <= check["pixels"] // 1000  # identical but for float near-ties
     assert check["all_differing_are_near_ties_lt_1e-3"] and check["js_max_abs_diff"] < 1e-3
 
 
+def test_lsun_direct_memory_labels_agree(quick_results):
+    assert quick_results["lsun_direct_memory"]["check"]["label_agreement"] >= 0.999
+
+
 def test_training_memory_runs_the_real_steps_on_both_bank_dtypes(quick_results):
+    """The gathered features match the materialised ones: float32 to 1e-5; float16 within its rounding (2^-11
+    of the largest value involved, the bound the benchmark reports beside the error, and under 5e-3) and visibly
+    coarser than float32 -- a bank that silently kept float32 would show float32's error on the float16 side."""
     ours = quick_results["ensemble_training_memory"]["ours"]
     assert {o["bank_dtype"] for o in ours.values()} == {"float16", "float32"}
-    assert all(o["steps"] == 30 and o["check"]["passed"] for o in ours.values())
-    assert ours["float16"]["bank_mb"] * 2 == pytest.approx(ours["float32"]["bank_mb"], rel=0.01)
+    assert all(o["steps"] == 30 and o["check"]["pixels"] > 0 for o in ours.values())
+    half, full = ours["float16"]["check"], ours["float32"]["check"]
+    assert full["max_abs_diff"] < 1e-5
+    assert half["max_abs_diff"] <= half["allowed"] and half["max_abs_diff"] < 5e-3
+    assert half["max_abs_diff"] > 10 * full["max_abs_diff"] and half["max_abs_diff"] > 1e-6
 
 
-def test_writer_overlap_hides_write_time_and_keeps_the_bytes(quick_results):
+def _seeded_images_sha256(n: int, shard: int = 500) -> str:
+    """The images shard_write's writer is given, regenerated from its seed (per shard: images, masks,
+    uncertainties drawn from one default_rng(0)), hashed in id order."""
+    import hashlib
+    import numpy as np
+    rng, h = np.random.default_rng(0), hashlib.sha256()
+    for k in range((n + shard - 1) // shard):
+        m = min(shard, n - k * shard)
+        h.update(rng.integers(0, 256, (m, 32, 32, 3), dtype=np.uint8).tobytes())
+        rng.integers(0, 7, (m, 32, 32), dtype=np.uint8), rng.random(m)
+    return h.hexdigest()
+
+
+def test_shard_write_stores_every_pair_it_was_given(quick_results):
+    """What the shards read back is every id in order and exactly the seeded random images written."""
+    r = quick_results["shard_write"]
+    for size in ("small", "large"):
+        n, stored = r["ours"][f"n_{size}"], r["read_back"][size]
+        assert stored["pairs"] == n and stored["ids_in_order"] is True
+        assert stored["images_sha256"] == _seeded_images_sha256(n)
+
+
+def _shards_sha256(run) -> str:
+    """One sha256 over every file under RUN/shards: its path (from RUN) and its bytes' sha256, in path order."""
+    import hashlib
+    h = hashlib.sha256()
+    for p in sorted((run / "shards").rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(run)).encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def test_writer_overlap_hides_write_time_and_keeps_the_bytes(quick_results, tmp_path):
     """Recomputed from the timings: the write-behind run is faster than the serial one by a real share of
-    the injected writer time, and the shards are the same bytes."""
+    the injected writer time. The bytes: both runs' shards equal those `sample` itself writes for the same
+    run (made here with the CLI: the embedded model, DDIM, the benchmark's sizes, one thread)."""
+    from conftest import run
     r = quick_results["writer_overlap"]
     serial, behind = r["seconds"]["serial"], r["seconds"]["write_behind"]
-    assert r["check"]["byte_identical"] is True
     assert (serial - behind) / r["injected_write_seconds"] > 0.2
     assert r["injected_write_seconds"] == pytest.approx(r["shards"] * r["injected_write_seconds_per_shard"], abs=0.02)
+    made = run("sample", "--out", tmp_path / "run", "--model", "embedded", "--n", r["samples"], "--sampling-steps",
+               r["sampling_steps"], "--batch-size", r["batch_size"], "--shard-size", r["batch_size"], "--threads", 1,
+               "--device", "cpu", "--quiet")
+    assert made.exit_code == 0, made.output
+    cli = _shards_sha256(tmp_path / "run")
+    assert r["shards_sha256"] == {"serial": cli, "write_behind": cli}
 
 
 def test_parent_validation_adds_almost_nothing_to_the_imports(quick_results):
+    """Both paths found the same image side and feature count: the quick model's 32 px, and its blocks 1, 4 at
+    two steps: 2 x (32 + 16) = 96 features (block 1 is a 32-channel decoder block of the (16, 32, 32) UNet, block 4
+    a 16-channel one)."""
     r = quick_results["parent_memory"]
-    assert r["side"] == 32 and r["check"]["same_validation"] is True
+    assert r["validation"]["load_on_cpu"] == r["validation"]["meta_validation"] == {"side": 32, "features": 96}
+    assert r["features_per_pixel"] == 96
     above = r["above_imports_mb"]
     assert above["meta_validation"] < 64 and above["meta_validation"] <= above["load_on_cpu"] + 8
 
@@ -121,8 +182,7 @@ def test_gpu_suite_times_the_commands_own_functions_with_their_defaults(tmp_path
     assert {k: trained[k] for k in expected} == expected
     assert result["device"] == "cpu" and result["train_deeplab"]["ok"] is True
     row = result["settings"][0]
-    assert row["setting"] == "fp32" and row["samples"] == 50
-    assert row["samples_per_second"] == pytest.approx(50 / (row["sample_seconds"] + row["label_seconds"]), rel=0.01)
+    assert row["setting"] == "fp32" and row["samples"] == 50  # its projection: test_gpu_suite_projection_hand_computed
 
 
 def test_gpu_suite_projection_hand_computed():

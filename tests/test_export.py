@@ -348,7 +348,7 @@ def test_datumaro_reads_the_export(finished, tmp_path, fmt, reader):
 
 
 def sample_stem(sample_id: int) -> str:
-    from datasetddpm.pipeline.shards import sample_name
+    from datasetddpm.data.shards import sample_name
     return sample_name(sample_id)[:-len(".png")]
 
 

@@ -20,11 +20,11 @@ from datasetddpm.reporting.figures import (
     METHOD_COLOURS,
     drop_threshold,
     figure_png,
-    plot_training_log,
+    plot_training_rows,
     uncertainty_figure,
-    write_samples_preview,
 )
 from datasetddpm.data.overlays import image_grid
+from datasetddpm.pipeline.preview import first_committed_samples
 
 
 def check_png(source, size: tuple[int, int] | None = None, min_colours: int = 20) -> np.ndarray:
@@ -75,6 +75,24 @@ def test_finalize_writes_preview_and_histogram_deterministically(finished):
     assert run("verify", finished).exit_code == 0  # the pictures are no stray files of the run
 
 
+def test_library_calls_draw_only_through_an_installed_writer(finished, tmp_path):
+    """finalize_run alone writes no picture; inside `drawing(FigureWriter())` (what every command does) it writes
+    the command's bytes, and the writer is gone after the block."""
+    from datasetddpm.hooks import NO_FIGURES, current_figures, drawing
+    from datasetddpm.pipeline.finalize import finalize_run
+    from datasetddpm.reporting.hooks import FigureWriter
+    run_dir = shutil.copytree(finished, tmp_path / finished.name)  # the same name: it is in the preview's title
+    drawn = {n: (run_dir / n).read_bytes() for n in ("preview.png", "uncertainty.png")}
+    for name in drawn:
+        (run_dir / name).unlink()
+    finalize_run(run_dir)
+    assert (run_dir / "index.jsonl").is_file() and not any((run_dir / n).exists() for n in drawn)
+    with drawing(FigureWriter()):
+        finalize_run(run_dir)
+    assert {n: (run_dir / n).read_bytes() for n in drawn} == drawn
+    assert current_figures() is NO_FIGURES
+
+
 def test_histogram_marks_the_largest_kept_score():
     scores = np.array([0.1, 0.5, 0.2, 0.9, 0.3])
     kept = np.array([True, True, True, False, True])
@@ -98,7 +116,7 @@ def test_sample_then_label_write_a_preview_of_what_they_made(tiny_model_dir, tin
     assert r.exit_code == 0, r.output
     labelled = check_png(out / "samples_preview.png", (600, 660), min_colours=200)  # overlays: a second row
     assert colour_pixels(labelled, "#000000", 0) > 0 and (out / "samples_preview.png").read_bytes() != unlabelled
-    assert write_samples_preview(tmp_path / "empty") is None  # nothing committed: no picture
+    assert first_committed_samples(tmp_path / "empty") is None  # nothing committed: no picture
 
 
 def _log(path, records):
@@ -109,14 +127,15 @@ def _log(path, records):
 def test_curves_are_the_same_bytes_in_another_process(tmp_path):
     log = _log(tmp_path / "train_log.jsonl", [{"epoch": e, "loss": 1 / (e + 1), "val_miou": 0.1 * e, "seconds": e}
                                              for e in range(5)])
-    mine = plot_training_log(log, tmp_path / "a.png", "t").read_bytes()
-    code = ("import sys; from datasetddpm.reporting.figures import plot_training_log; "
-            "plot_training_log(sys.argv[1], sys.argv[2], 't')")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    mine = plot_training_rows(rows, tmp_path / "a.png", "t").read_bytes()
+    code = ("import json, sys; from datasetddpm.reporting.figures import plot_training_rows; "
+            "plot_training_rows([json.loads(x) for x in open(sys.argv[1])], sys.argv[2], 't')")
     subprocess.run([sys.executable, "-c", code, log, tmp_path / "b.png"], check=True)
     assert (tmp_path / "b.png").read_bytes() == mine
     check_png(tmp_path / "a.png", (840, 340))
-    _log(log, [{"epoch": e, "loss": 2 / (e + 1), "val_miou": 0.1 * e, "seconds": e} for e in range(5)])
-    assert plot_training_log(log, tmp_path / "c.png", "t").read_bytes() != mine  # the data is drawn
+    rows = [{"epoch": e, "loss": 2 / (e + 1), "val_miou": 0.1 * e, "seconds": e} for e in range(5)]
+    assert plot_training_rows(rows, tmp_path / "c.png", "t").read_bytes() != mine  # the data is drawn
 
 
 def test_train_ensemble_writes_its_loss_curve(tiny_dataset, tmp_path):

@@ -218,7 +218,7 @@ def test_write_behind_gives_the_bytes_of_the_serial_loop(tiny_model_dir, tiny_en
 
 def test_a_write_error_in_the_writer_thread_is_one_line(tiny_model_dir, tmp_path, monkeypatch):
     from datasetddpm.errors import InputError
-    from datasetddpm.pipeline import shards
+    from datasetddpm.data import shards
 
     def full(self, k, *args, **kwargs):
         raise InputError(self.images_dir(k), "cannot write (No space left on device)")

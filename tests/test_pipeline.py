@@ -196,7 +196,7 @@ def test_the_sampler_and_labeller_run_only_full_batches(tiny_model_dir, tiny_ens
     byte (samples 4 and 5: a batch of 2 in a 6-sample run, of 4 in an 8-sample one)."""
     import datasetddpm.pipeline.generate as generate
     from datasetddpm.generators.diffusion import DiffusionGenerator
-    from datasetddpm.pipeline.shards import ShardStore
+    from datasetddpm.data.shards import ShardStore
     sampled, labelled = [], []
     real_sample, real_segment = DiffusionGenerator.sample, generate.segment
 

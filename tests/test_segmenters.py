@@ -47,8 +47,56 @@ def test_oracle_sample_report_on_tiny_models(tiny_generator, tmp_path):
     oracle = create_segmenter(SegmenterConfig(num_classes=7, arch="unet")).eval()
     r = check_samples(tiny_generator, oracle, tmp_path, n=4, num_steps=2, batch_size=2, progress=False)
     assert 0 <= r["samples"]["flip_consistency_miou"] <= 1 and 0 <= r["real"]["mean_confidence"] <= 1
-    assert sum(r["samples"]["class_frequency"].values()) == pytest.approx(1.0)
+    assert r["num_samples"] == 4 and set(r["samples"]["class_frequency"]) == set(r["true_class_frequency"])
     assert (tmp_path / "samples_grid.png").is_file() and (tmp_path / "sample_report.json").is_file()
+
+
+class KnownMaskOracle(torch.nn.Module):
+    """An oracle that sees the same mask in every image: logits 10 for that mask's class, 0 for the others."""
+
+    def __init__(self, mask: torch.Tensor, num_classes: int = 7):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device to run on, as a real segmenter has
+        self.logits = 10.0 * torch.nn.functional.one_hot(mask, num_classes).permute(2, 0, 1).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1, -1, -1)
+
+
+def test_oracle_statistics_count_a_known_mask():
+    """On a 32x32 mask of rows -- 16 of class 0, 8 of class 1, 4 of class 2, 4 of class 5 -- the predicted
+    class frequencies are 1/2, 1/4, 1/8, 0, 0, 1/8, 0; the mask is its own mirror image, so the flip-consistency
+    mIoU is 1 for the 4 classes present and 0 for the 3 absent ones (the protocol's convention): 4/7; each pixel's
+    confidence is e^10 / (e^10 + 6)."""
+    from datasetddpm.data.oracle import CLASS_NAMES, oracle_statistics
+    mask = torch.tensor([0] * 16 + [1] * 8 + [2] * 4 + [5] * 4)[:, None].expand(32, 32).contiguous()
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    stats = oracle_statistics(KnownMaskOracle(mask), images)
+    expected = dict(zip(CLASS_NAMES, [1 / 2, 1 / 4, 1 / 8, 0, 0, 1 / 8, 0]))
+    assert stats["class_frequency"] == {name: pytest.approx(f, abs=1e-12) for name, f in expected.items()}
+    assert stats["flip_consistency_miou"] == pytest.approx(4 / 7)
+    assert stats["mean_confidence"] == pytest.approx(np.exp(10) / (np.exp(10) + 6), rel=1e-6)
+    assert stats["predictions"].shape == (3, 32, 32) and (stats["predictions"] == mask.numpy()).all()
+
+
+def test_oracle_flips_are_albumentations_mirrors_of_the_chosen_items():
+    """`flipped` mirrors exactly the chosen images and masks left-right (what the hand-written torch flips did,
+    so the oracle's training keeps its bytes) and leaves the others and its inputs as they were."""
+    from datasetddpm.segmenters.train import flipped
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 8, 6, 3), dtype=np.uint8)
+    masks = rng.integers(0, 7, (5, 8, 6), dtype=np.uint8)
+    before = images.copy(), masks.copy()
+    chosen = np.array([True, False, True, True, False])
+    out_images, out_masks = flipped(images, masks, chosen)
+    hand_x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    hand_x = torch.where(torch.from_numpy(chosen)[:, None, None, None], hand_x.flip(-1), hand_x)
+    hand_y = torch.where(torch.from_numpy(chosen)[:, None, None], torch.from_numpy(masks).flip(-1),
+                         torch.from_numpy(masks))
+    assert np.array_equal(out_images, hand_x.permute(0, 2, 3, 1).numpy()) and out_images.dtype == np.uint8
+    assert np.array_equal(out_masks, hand_y.numpy()) and out_masks.dtype == np.uint8
+    assert np.array_equal(out_images[1], images[1]) and not np.array_equal(out_images[0], images[0])
+    assert np.array_equal(images, before[0]) and np.array_equal(masks, before[1])
 
 
 def test_segmenter_checkpoint_from_another_config_is_refused(tmp_path):

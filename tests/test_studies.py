@@ -5,6 +5,8 @@ from typer.testing import CliRunner
 
 from conftest import assert_study_outputs
 from datasetddpm.cli.main import get_app
+from datasetddpm.hooks import drawing
+from datasetddpm.reporting.hooks import FigureWriter
 from datasetddpm.studies.samplers import SamplerSetting, SamplerStudyConfig, run_sampler_study
 from datasetddpm.studies.stats import miou_of, paired_bootstrap
 
@@ -36,7 +38,8 @@ def test_sampler_study_end_to_end_and_resume(tiny_model_dir, tiny_ensemble, tiny
     cfg = SamplerStudyConfig(settings=(SamplerSetting("ddpm", 6), SamplerSetting("ddim", 3)), model=str(tiny_model_dir),
                              n=12, batch_size=4, shard_size=4, deeplab_epochs=1, input_scale=1, deeplab_seeds=(0, 1),
                              deeplab_batch=4, timing_samples=2, bootstrap=100)
-    report = run_sampler_study(tmp_path / "study", tiny_ensemble, tiny_dataset, cfg, progress=False)
+    with drawing(FigureWriter()):  # a library call draws study.png (and its runs' pictures) through a writer
+        report = run_sampler_study(tmp_path / "study", tiny_ensemble, tiny_dataset, cfg, progress=False)
     rows = report["rows"]
     assert [rows[n]["unet_evaluations"] for n in ("ddpm-6", "ddim-3")] == [6, 3]
     assert rows["ddim-3"]["unet_evaluation_ratio"] == 2.0
@@ -214,7 +217,7 @@ def test_main_study_segmenter_choices(tiny_model_dir, tiny_dataset, tmp_path):
     out = tmp_path / "m"
     r = run("study", "main", "--data", tiny_dataset, "--out", out, "--model", tiny_model_dir, "--gan", "", "--quick",
             "--quiet", "--threads", 1, "--rows", "datasetddpm-paper-protocol", "--arch", "unet", "--lr-schedule",
-            "cosine")
+            "cosine", "--real-fraction", 0)
     assert r.exit_code == 0, r.output
     report = json.loads((out / "study.json").read_text())
     assert list(report["rows"]) == ["direct DDPM (paper protocol)", "DatasetDDPM (paper protocol)"]
@@ -395,10 +398,10 @@ def test_synthetic_size_saturation_known_answers():
 def test_synthetic_size_study_quick(tiny_model_dir, tiny_ensemble, tiny_dataset, tmp_path):
     from conftest import one_line_error, run, tree_state
     from datasetddpm.data.generated import GeneratedPairs
-    from datasetddpm.pipeline.shards import ShardStore
+    from datasetddpm.data.shards import ShardStore
     out = tmp_path / "size"
     args = ("study", "synthetic-size", "--ensemble", tiny_ensemble, "--data", tiny_dataset, "--model", tiny_model_dir,
-            "--quiet", "--threads", 1)
+            "--quiet", "--threads", 1, "--arch", "deeplabv3", "--real-fraction", 0)  # SyntheticSizeConfig's own, below
     r = run(*args, "--out", out, "--quick")
     assert r.exit_code == 0, r.output
     report = json.loads((out / "study.json").read_text())

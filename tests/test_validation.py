@@ -66,7 +66,8 @@ def test_ensemble_of_another_model_is_refused_and_no_model_means_the_ensembles(t
     del args[i:i + 2]
     assert run(*args).exit_code == 0  # sampled from the ensemble's own model
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["config"]["model"] == json.loads((tiny_ensemble / "ensemble.json").read_text())["ensemble"]["model"]
+    from datasetddpm.ensemble.model import load_ensemble  # ensemble.json records it relative to its folder
+    assert manifest["config"]["model"] == load_ensemble(tiny_ensemble).cfg.model
 
 
 def test_ensemble_json_that_does_not_match_its_weights_is_refused(tiny_model_dir, tiny_ensemble, tmp_path):
@@ -151,7 +152,7 @@ def test_a_full_disk_is_one_line_before_and_during_the_run(tiny_model_dir, tmp_p
     import os
     from collections import namedtuple
     import datasetddpm.io as dio
-    import datasetddpm.pipeline.shards as shards
+    import datasetddpm.data.shards as shards
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(dio.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     one_line_error(run(*_sample(tmp_path / "run", tiny_model_dir)), "only 0 MiB free", "MiB needed for the first shard")

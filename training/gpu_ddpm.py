@@ -71,6 +71,7 @@ def run(out: Path, work: Path, minutes: float, device_spec: str, quick: bool, na
     from datasetddpm.generators.train_ddpm import train_ddpm
     from datasetddpm.io import write_json
     from datasetddpm.presets import EMBEDDED_ORACLE_DIR
+    from datasetddpm.reporting.hooks import FigureWriter  # training_curves.png, as `train-ddpm` draws it
     from datasetddpm.segmenters.model import load_segmenter
     device = resolve_device(device_spec)
     recipes = QUICK if quick else RECIPES
@@ -83,12 +84,12 @@ def run(out: Path, work: Path, minutes: float, device_spec: str, quick: bool, na
         recipe = recipes[name]
         t0 = time.perf_counter()  # the calibration run: the real loop, one checkpoint, its own folder
         train_ddpm(work / "calibration" / name, _config(recipe, calib, calib, pool, 0), progress=False, device=device,
-                   log=lambda *_: None)
+                   log=lambda *_: None, figures=FigureWriter())
         per_step = (time.perf_counter() - t0) / calib
         steps = max(every, int(share * 0.9 / per_step) // every * every)  # 10 % for the sample checks
         cfg = _config(recipe, steps, every, pool, 0)
         t0 = time.perf_counter()
-        ema = train_ddpm(work / name, cfg, progress=False, device=device, log=print)
+        ema = train_ddpm(work / name, cfg, progress=False, device=device, log=print, figures=FigureWriter())
         seconds = time.perf_counter() - t0
         generator = load_generator(str(ema), device)
         reports = {}

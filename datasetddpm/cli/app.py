@@ -65,13 +65,17 @@ ConfigFile = Annotated[Optional[Path], typer.Option(
 
 def command(name: str, group: typer.Typer | None = None):
     """Register a command (on `app`, or on a sub-command `group`) whose user errors become one line on
-    stderr and exit code 2. Every command also takes `--config FILE`, and saves its resolved arguments
-    as `<out>/<name>.args.yaml` when it succeeds."""
+    stderr and exit code 2. Every command also takes `--config FILE`, saves its resolved arguments as
+    `<out>/<name>.args.yaml` when it succeeds, and draws the pictures of the library calls it makes
+    (training curves, previews, compare page, study pictures) through `reporting.hooks.FigureWriter`."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, config: Optional[Path] = None, **kwargs):
+            from ..hooks import drawing
+            from ..reporting.hooks import FigureWriter
             try:
-                result = fn(*args, **kwargs)
+                with drawing(FigureWriter()):  # a command writes its pictures; the library alone draws none
+                    result = fn(*args, **kwargs)
                 save_resolved_args(name, {**kwargs, "config": config})  # an OS error here is one line too
             except DatasetDDPMError as e:
                 if os.environ.get("DATASETDDPM_DEBUG"):

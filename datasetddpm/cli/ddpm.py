@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 
 @command("train-ddpm")
@@ -41,9 +42,8 @@ def train_ddpm_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Train an unconditional DDPM (EMA, resumable: rerun the same command to continue)."""
-    from ..devices import resolve_device
     from ..generators.train_ddpm import DDPMTrainConfig, train_ddpm
-    opt.set_threads(threads)
+    rt = runtime(device=device, threads=threads, quiet=quiet)
     unet = {"block_out_channels": opt.parse_ints("--channels", channels)} if channels else {}
     cfg = DDPMTrainConfig(data=data, resolution=resolution, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                           lr_schedule=lr_schedule, schedule_steps=schedule_steps, min_lr_ratio=min_lr_ratio,
@@ -53,9 +53,9 @@ def train_ddpm_command(
                           init_from=init_from or "")
     if dry_run:
         from ..plans import plan_train_ddpm
-        typer.echo(plan_train_ddpm(Path(out), cfg, device=resolve_device(device)).text())
+        typer.echo(plan_train_ddpm(Path(out), cfg, device=rt.device).text())
         return
-    ema_dir = train_ddpm(Path(out), cfg, overwrite=overwrite, progress=not quiet, device=resolve_device(device))
+    ema_dir = train_ddpm(Path(out), cfg, overwrite=overwrite, progress=rt.progress, device=rt.device)
     typer.echo(f"EMA checkpoint: {ema_dir}")
 
 
@@ -79,12 +79,11 @@ def train_oracle_command(
 ) -> None:
     """Train the embedded domain's oracle segmenter (stands in for an annotator of generated samples)."""
     from ..data.oracle import train_oracle
-    from ..devices import resolve_device
-    opt.set_threads(threads)
+    rt = runtime(device=device, threads=threads, quiet=quiet)
     log = train_oracle(out, steps=steps, pool=pool, batch_size=batch_size, seed=seed, lr=lr, arch=arch, encoder=encoder,
                        input_scale=input_scale, encoder_depth=encoder_depth,
                        decoder_channels=opt.parse_ints("--decoder-channels", decoder_channels) or (),
-                       checkpoint_every=checkpoint_every, device=resolve_device(device), progress=not quiet)
+                       checkpoint_every=checkpoint_every, device=rt.device, progress=rt.progress)
     typer.echo(f"oracle: {out} (mIoU on 500 held-out real images: {100 * log['real_miou']:.1f}, {log['seconds']} s)")
 
 
@@ -102,11 +101,10 @@ def check_samples_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Sample the model; write a preview grid with oracle overlays and the oracle's numbers on samples vs real."""
-    from ..devices import resolve_device
     from ..workflows import check_samples_run
-    opt.set_threads(threads)
+    rt = runtime(device=device, threads=threads, quiet=quiet)
     r = check_samples_run(out, model=model, oracle=oracle, n=n, sampler=sampler, sampling_steps=sampling_steps,
-                          seed=seed, device=resolve_device(device), progress=not quiet)
+                          seed=seed, device=rt.device, progress=rt.progress)
     typer.echo(f"oracle flip-consistency mIoU: samples {100 * r['samples']['flip_consistency_miou']:.1f} vs real "
                f"{100 * r['real']['flip_consistency_miou']:.1f}; confidence {r['samples']['mean_confidence']:.3f} vs "
                f"{r['real']['mean_confidence']:.3f}; class-frequency TV distance "

@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 
 @command("demo")
@@ -38,11 +39,9 @@ def demo_command(
     """The whole pipeline on the embedded domain: direct mode vs colour, then DatasetDDPM vs direct mode."""
     from ..reporting.console import print_demo
     from ..demo import run_demo
-    from ..devices import resolve_device
-    opt.set_threads(threads)
+    rt = runtime(device=device, threads=threads, quiet=quiet)
     report = run_demo(out, train=train, test=test, seeds=tuple(range(seeds)), model=model, pairs=pairs,
                       labeller=labeller, sampler=sampler, sampling_steps=sampling_steps, workers=workers,
                       deeplab_epochs=deeplab_epochs, input_scale=input_scale, real_fraction=real_fraction,
-                      arch=arch, device=resolve_device(device),
-                      progress=not quiet)
+                      arch=arch, device=rt.device, progress=rt.progress)
     print_demo(report, out)

@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 
 @command("download")
@@ -38,7 +39,8 @@ def download_command(
     from ..downloads.registry import get_entry
     entry = get_entry(name)
     directory = directory or Path("checkpoints" if entry.kind == "checkpoint" else "datasets")
-    record = download(name, directory, url=url, retries=retries, progress=not quiet, log=typer.echo)
+    record = download(name, directory, url=url, retries=retries, progress=runtime(quiet=quiet).progress,
+                      log=typer.echo)
     if record["already"]:
         typer.echo(f"{name}: already downloaded and checked in {directory} (sha256 {record['sha256'][:12]}): "
                    "nothing to do")

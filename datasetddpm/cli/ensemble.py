@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 EnsembleDir = Annotated[Path, typer.Option("--ensemble", help="Ensemble checkpoint directory (from train-ensemble).")]
 
@@ -44,14 +45,11 @@ def train_ensemble_command(
 
     The checkpoint records the classes, ignore label, blocks, steps and model, so segment / evaluate /
     label need no preset. Every image and mask is validated before any feature is computed."""
-    from ..devices import resolve_device
     from ..ensemble.train import EnsembleTrainConfig
     from ..workflows import resolve_problem, train_ensemble_folder
-    opt.set_threads(threads)
-    opt.set_precision(precision, resolve_device(device))
+    rt = runtime(device=device, threads=threads, quiet=quiet, precision=precision)
     if members < 1:
         raise opt.option_error("--members", f"must be >= 1, got {members}")
-    dev = resolve_device(device)
     from ..generators.loading import resolve_model
     model = resolve_model(model, generator)
     problem = resolve_problem(preset, model=model, blocks=opt.parse_ints("--blocks", blocks),
@@ -64,15 +62,26 @@ def train_ensemble_command(
     if dry_run:
         from ..workflows import plan_ensemble_folder
         typer.echo(plan_ensemble_folder(data, out, problem, colour=colour, limit=limit,
-                                        train=EnsembleTrainConfig(members=members, seed=seed), device=dev).text())
+                                        train=EnsembleTrainConfig(members=members, seed=seed), device=rt.device).text())
         return
     log = train_ensemble_folder(data, out, problem, colour=colour, limit=limit,
-                                train=EnsembleTrainConfig(members=members, seed=seed), device=dev,
-                                overwrite=overwrite, progress=not quiet)
+                                train=EnsembleTrainConfig(members=members, seed=seed), device=rt.device,
+                                overwrite=overwrite, progress=rt.progress)
     typer.echo(f"ensemble: {out} ({log['pixels']} pixels, {log['epochs']} epochs, {log['seconds_total']} s)")
+    _print_class_diagnostics(log)
     if log["unchanged"]:
         typer.echo(f"{out} already held these weights, bit for bit: left as it was, so runs labelled with it "
                    f"stay valid")
+
+
+def _print_class_diagnostics(log: dict) -> None:
+    """Each class's labelled pixels and training recall; a warning line per class the labeller cannot learn,
+    printed now, before any sampling (a class the labeller misses, every sample's label misses too)."""
+    from ..ensemble.diagnostics import class_summary
+    typer.echo("\n".join(class_summary(tuple(log["class_names"]), log["class_pixels"], log["training_recall"],
+                                       log["ignore_label"])))
+    for warning in log["class_warnings"]:
+        typer.echo(f"Warning: {warning}", err=True)
 
 
 @command("segment")
@@ -89,12 +98,10 @@ def segment_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Segment images with an ensemble (direct DDPM mode) or a trained segmenter; writes palette PNG masks."""
-    from ..devices import resolve_device
     from ..workflows import segment_folder
-    opt.set_threads(threads)
-    opt.set_precision(precision, resolve_device(device))
+    rt = runtime(device=device, threads=threads, quiet=quiet, precision=precision)
     n = segment_folder(images, out, ensemble=ensemble, segmenter=segmenter, model=model, generator=generator,
-                       device=resolve_device(device), progress=not quiet)
+                       device=rt.device, progress=rt.progress)
     typer.echo(f"wrote {n} masks to {out}")
 
 
@@ -105,6 +112,7 @@ def evaluate_command(
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
     model: opt.ModelOverride = None,
     limit: opt.TestLimit = None,
+    class_report: opt.ClassReport = False,
     device: opt.Device = "auto",
     threads: opt.Threads = None,
     precision: opt.Precision = "auto",
@@ -112,13 +120,15 @@ def evaluate_command(
 ) -> None:
     """Per-class IoU and mIoU (reference protocol) on a labelled test split."""
     from ..reporting.console import print_evaluation
-    from ..devices import resolve_device
     from ..workflows import evaluate_folder
-    opt.set_threads(threads)
-    opt.set_precision(precision, resolve_device(device))
-    ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, device=resolve_device(device),
-                         progress=not quiet)
-    print_evaluation(ev, f"{ensemble} on {data} ({ev.num_images} images)")
+    rt = runtime(device=device, threads=threads, quiet=quiet, precision=precision)
+    ev = evaluate_folder(ensemble, data, out, model=model, limit=limit, device=rt.device, progress=rt.progress,
+                         class_report=class_report)
+    if ev.class_report is not None:
+        from ..reporting.class_table import print_class_report
+        print_class_report(ev.class_report, f"{ensemble} on {data} ({ev.num_images} images)")
+    else:
+        print_evaluation(ev, f"{ensemble} on {data} ({ev.num_images} images)")
 
 
 @command("suggest")
@@ -137,12 +147,10 @@ def suggest_command(
 ) -> None:
     """Suggest which unlabelled images to annotate next: the ensemble's most uncertain, kept diverse;
     copies them into --out with suggestions.json."""
-    from ..devices import resolve_device
     from ..suggest import suggest
-    opt.set_threads(threads)
-    opt.set_precision(precision, resolve_device(device))
-    rows = suggest(images, ensemble, k, out, diversity=diversity, model=model, device=resolve_device(device),
-                   progress=not quiet)
+    rt = runtime(device=device, threads=threads, quiet=quiet, precision=precision)
+    rows = suggest(images, ensemble, k, out, diversity=diversity, model=model, device=rt.device,
+                   progress=rt.progress)
     from ..errors import printable
     typer.echo(f"suggested {len(rows)} images in {out}: " + ", ".join(printable(r["file"]) for r in rows))
     typer.echo(f"Label Studio import with the ensemble's masks: {out}/label_studio_config.xml and "

@@ -15,6 +15,9 @@ GeneratorKind = Annotated[Optional[str], typer.Option("--generator", help="diffu
 ModelOverride = Annotated[Optional[str], typer.Option("--model", help="Override the diffusion model recorded in the ensemble.")]
 # Integer options with a range say so to the parser (`min=`): a value outside is one line before the command runs.
 TestLimit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N test images.")]
+ClassReport = Annotated[bool, typer.Option("--class-report", help="Per-class IoU beside each class's labelled training "
+                                           "pixels, with the mIoU of the small and the large classes apart (small: "
+                                           "share below the median); added to the JSON.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed gives the same result.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run with a different config.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check the inputs, time a few steps on this device and print the plan (work, disk, time); write nothing.")]

@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 Workers = Annotated[int, typer.Option("--workers", help="CPU worker processes (torch.distributed, gloo).")]
 Gpus = Annotated[int, typer.Option("--gpus", help="GPU worker processes (torch.distributed, NCCL); 0 = none.")]
@@ -52,7 +53,10 @@ def sample_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Sample images (reverse diffusion, or one StyleGAN2 pass) into sharded, resumable output (optionally
-    labelling them)."""
+    labelling them).
+
+    The recommended recipe (docs/custom_data.md) samples with --sampler ddim --sampling-steps 20, ceil(P / 0.9)
+    samples for P pairs; the default stays DDIM-50 so that existing runs resume."""
     from ..pipeline.generate import resolve_run_model
     model = resolve_run_model(model, generator, ensemble)
     if for_annotation is not None:  # the older spelling of `datasetddpm annotate`
@@ -65,20 +69,21 @@ def sample_command(
         return
     from ..distributed import resolve_tasks
     from ..pipeline.config import SampleConfig
+    rt = runtime(threads=threads, quiet=quiet, pin_threads=False)  # the run records them; each worker pins its own
     cfg = SampleConfig(model=model or "", n=n, seed=seed, sampler=sampler, sampling_steps=sampling_steps,
                        batch_size=batch_size, shard_size=shard_size)
     _sample(out, cfg, dict(ensemble=ensemble, workers=workers, gpus=gpus, device=device,
                            trajectory_features=trajectory_features, precision=precision, compile=compile,
-                           threads=opt.check_threads(threads)),
-            dict(overwrite=overwrite, progress=not quiet, tasks=resolve_tasks(task_index, task_count),
+                           threads=rt.threads),
+            dict(overwrite=overwrite, progress=rt.progress, tasks=resolve_tasks(task_index, task_count),
                  timeout_s=dist_timeout), dry_run)
 
 
 def _sample(out: Path, cfg, checked: dict, run_only: dict, dry_run: bool) -> None:
     """`sample`'s run: `checked` options go to the dry run's plan too, `run_only` ones to the run alone."""
     if dry_run:
-        from ..plans import plan_sample_run
-        typer.echo(plan_sample_run(out, cfg, **checked).text())
+        from ..plans import from_command_line, plan_sample_run
+        typer.echo(from_command_line(lambda: plan_sample_run(out, cfg, **checked)).text())
         return
     from ..pipeline.generate import sample_run
     result = sample_run(out, cfg, **checked, **run_only)
@@ -112,13 +117,12 @@ def _check_for_annotation(k: int, given: tuple[tuple[str, bool], ...]) -> None:
 
 def _annotate(out, k, model, seed, sampler, sampling_steps, batch_size, oracle_annotate, device, threads,
               k_option: str = "--k", ensemble: Path | None = None) -> None:
-    from ..devices import resolve_device
     from ..pipeline.annotate import annotate_folder
-    opt.set_threads(threads)
+    rt = runtime(device=device, threads=threads)
     model = model or ("embedded" if ensemble is None else None)  # None: the ensemble's own model
     paths = annotate_folder(out, k, model=model, seed=seed, sampler=sampler,
                             sampling_steps=sampling_steps, batch_size=batch_size, oracle_annotate=oracle_annotate,
-                            device=resolve_device(device), k_option=k_option, ensemble=ensemble)
+                            device=rt.device, k_option=k_option, ensemble=ensemble)
     typer.echo(f"wrote {len(paths)} samples for annotation to {out}" + (" (masks by the oracle)" if oracle_annotate else ""))
     if (Path(out) / "label_studio_tasks.json").is_file():
         typer.echo(f"Label Studio import: {out}/label_studio_config.xml and label_studio_tasks.json "
@@ -155,10 +159,12 @@ def annotate_command(
 
 def _write_preview(out: Path):
     """RUN/samples_preview.png once the workers are done; under the run lock like every other write."""
-    from ..reporting.figures import write_samples_preview
     from ..io import run_lock
+    from ..pipeline.preview import first_committed_samples
+    from ..reporting.figures import write_samples_preview
     with run_lock(out):
-        return write_samples_preview(out)
+        preview = first_committed_samples(out)
+        return write_samples_preview(out, preview) if preview is not None else None
 
 
 @command("label")
@@ -181,13 +187,16 @@ def label_command(
     """Label the samples of a run with the ensemble's vote and score each image's JS uncertainty."""
     from ..pipeline.generate import check_run_generator, label_run
     check_run_generator(out, generator)
+    rt = runtime(threads=threads, quiet=quiet, pin_threads=False)  # each worker pins its own
     if dry_run:
-        from ..plans import plan_label_run
-        typer.echo(plan_label_run(out, ensemble, workers=workers, gpus=gpus, device=device).text())
+        from ..plans import from_command_line, plan_label_run
+        typer.echo(from_command_line(lambda: plan_label_run(out, ensemble, workers=workers, gpus=gpus, device=device,
+                                                            threads=rt.threads,
+                                                            precision=precision)).text())
         return
     from ..distributed import resolve_tasks
-    result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=opt.check_threads(threads),
-                       overwrite=overwrite, progress=not quiet, precision=precision,
+    result = label_run(out, ensemble, workers=workers, gpus=gpus, device=device, threads=rt.threads,
+                       overwrite=overwrite, progress=rt.progress, precision=precision,
                        tasks=resolve_tasks(task_index, task_count), timeout_s=dist_timeout)
     if result["main"]:
         _report(out, result, f"{result['labelled']} labelled")
@@ -200,6 +209,12 @@ def label_images_command(
     out: Run,
     batch_size: Annotated[int, typer.Option(help="Images per labelling batch (part of the run config).")] = 50,
     shard_size: Annotated[int, typer.Option(help="Images per shard (a multiple of --batch-size).")] = 500,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Label only the first N images (in name order; "
+                                                 "after --files). Part of the run config: repeat it to "
+                                                 "resume.")] = None,
+    files: Annotated[Optional[Path], typer.Option(help="Text file naming the images to label, one path per line "
+                                                  "relative to --images (labelled in name order). Part of the run "
+                                                  "config: repeat it to resume.")] = None,
     workers: Workers = 1,
     gpus: Gpus = 0,
     device: Device = "auto",
@@ -215,10 +230,12 @@ def label_images_command(
     `sample --ensemble` does for samples: `finalize`, `train-deeplab` and `export` then work on it."""
     from ..distributed import resolve_tasks
     from ..pipeline.real_images import label_images_run
+    rt = runtime(threads=threads, quiet=quiet, pin_threads=False)  # each worker pins its own
     result = label_images_run(images, ensemble, out, batch_size=batch_size, shard_size=shard_size, device=device,
-                              overwrite=overwrite, progress=not quiet, workers=workers, gpus=gpus,
-                              threads=opt.check_threads(threads), precision=precision,
-                              tasks=resolve_tasks(task_index, task_count), timeout_s=dist_timeout)
+                              overwrite=overwrite, progress=rt.progress, workers=workers, gpus=gpus,
+                              threads=rt.threads, precision=precision,
+                              tasks=resolve_tasks(task_index, task_count), timeout_s=dist_timeout,
+                              limit=limit or 0, files=files)
     if result["main"]:
         _report(out, result, f"{result['labelled']} of {result['images']} images labelled")
 
@@ -266,7 +283,8 @@ def verify_command(
             typer.echo(f"repairing {len(report.problems)} problem(s) ...")
     if repair:
         first = []
-        report = repair_run(run, workers=workers, progress=not quiet, found=lambda r: (first.append(r), found(r)))
+        report = repair_run(run, workers=workers, progress=runtime(quiet=quiet).progress,
+                            found=lambda r: (first.append(r), found(r)))
         for problem in report.problems if not first[0].clean else ():
             typer.echo(f"still: {problem}")
     else:

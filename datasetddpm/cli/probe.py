@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 
 @command("probe")
@@ -24,6 +25,9 @@ def probe_command(
     test_images: Annotated[int, typer.Option(help="Held-out images to evaluate on.")] = 20,
     ignore_label: opt.IgnoreLabel = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Class count (default: the preset's).")] = None,
+    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in id order (sets the class "
+                                                       "count; default: the preset's); implies --class-report.")] = None,
+    class_report: opt.ClassReport = False,
     generator: opt.GeneratorKind = None,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
@@ -32,14 +36,17 @@ def probe_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Train one MLP per (block, step) and save the mIoU grid as probe.json + probe.png."""
-    from ..devices import resolve_device
     from ..probe import best_cell
     from ..workflows import probe_folder
-    opt.set_threads(threads)
-    opt.set_precision(precision, resolve_device(device))
+    rt = runtime(device=device, threads=threads, quiet=quiet, precision=precision)
     result = probe_folder(data, out, test=test, preset=preset, model=model, generator=generator,
                           blocks=None if blocks == "all" else opt.parse_ints("--blocks", blocks),
                           steps=opt.parse_ints("--steps", steps), train_images=train_images,
-                          test_images=test_images, ignore_label=ignore_label, num_classes=num_classes, seed=seed, device=resolve_device(device), progress=not quiet)
+                          test_images=test_images, ignore_label=ignore_label, num_classes=num_classes, seed=seed,
+                          device=rt.device, progress=rt.progress,
+                          class_names=opt.parse_names("--class-names", class_names), class_report=class_report)
     miou, step, block = best_cell(result)
+    if "class_report" in result:
+        from ..reporting.class_table import print_class_report
+        print_class_report(result["class_report"]["best_cell"], f"best cell: block {block} at t={step}, per class")
     typer.echo(f"best cell: block {block} at t={step} ({100 * miou:.1f} mIoU); grid in {out}/probe.png")

@@ -9,6 +9,7 @@ import typer
 
 from . import options as opt
 from .app import command
+from .runtime import runtime
 
 
 @command("train-stylegan2")
@@ -37,15 +38,14 @@ def train_stylegan2_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Train a small StyleGAN2 (non-saturating loss, R1, generator EMA; resumable: rerun to continue)."""
-    from ..devices import resolve_device
     from ..generators.train_stylegan2 import StyleGAN2TrainConfig, train_stylegan2
-    opt.set_threads(threads)
+    rt = runtime(device=device, threads=threads, quiet=quiet)
     cfg = StyleGAN2TrainConfig(data=data, resolution=resolution, steps=steps, batch_size=batch_size, lr=lr,
                                r1_gamma=r1_gamma, r1_every=r1_every, ema_decay=ema_decay, z_dim=z_dim, w_dim=w_dim,
                                mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max,
                                truncation_psi=truncation_psi, pool_size=pool_size, checkpoint_every=checkpoint_every,
                                seed=seed)
-    ema_dir = train_stylegan2(Path(out), cfg, overwrite=overwrite, progress=not quiet, device=resolve_device(device))
+    ema_dir = train_stylegan2(Path(out), cfg, overwrite=overwrite, progress=rt.progress, device=rt.device)
     typer.echo(f"EMA generator: {ema_dir} (use it as --model)")
 
 

@@ -60,7 +60,7 @@ def checked_pair_bytes(run: Path, row: dict, card: dict | None = None) -> tuple[
     """A kept pair's stored PNG bytes (image, mask), through the one per-pair check of every reader of a run
     (`export`, `train-deeplab`): each file hashes to the sha256 the run's index records, and the mask holds
     only class ids below the card's class count, or its ignore label."""
-    from ..pipeline.shards import sha256
+    from .shards import sha256
     run = Path(run)
     card = card if card is not None else read_json(run / "dataset_card.json")
     found = []

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..generators.base import FeatureSpec
 from ..io import load_state_strict, load_tensors, read_checkpoint_meta, write_checkpoint
+from ..paths import record_path, resolve_recorded
 
 FORMAT = "datasetddpm.ensemble"
 
@@ -105,8 +106,18 @@ class PixelEnsemble(nn.Module):
 
 
 def save_ensemble(directory: str | Path, ensemble: PixelEnsemble, extra: dict | None = None) -> None:
+    """The model is recorded relative to `directory` where both lie in one tree (moving the tree keeps them
+    together), with its absolute path beside it for an ensemble moved alone; `cfg.model` in memory is absolute."""
+    cfg = asdict(ensemble.cfg)
+    cfg["model"] = record_path(ensemble.cfg.model, directory)
+    moved = {"model_absolute": ensemble.cfg.model} if cfg["model"] != ensemble.cfg.model else {}
     write_checkpoint(directory, ensemble.state_dict(), meta_file="ensemble.json", weights_file="ensemble.safetensors",
-                     fmt=FORMAT, body={"ensemble": asdict(ensemble.cfg), **(extra or {})})
+                     fmt=FORMAT, body={"ensemble": cfg, **moved, **(extra or {})})
+
+
+def recorded_model(meta: dict, directory: str | Path) -> str:
+    """The model folder an ensemble.json (`meta`, read from `directory`) names, found again after a move."""
+    return resolve_recorded(meta["ensemble"].get("model", ""), directory, meta.get("model_absolute", ""))
 
 
 def holds_ensemble(directory: str | Path, ensemble: PixelEnsemble) -> bool:
@@ -123,12 +134,20 @@ def holds_ensemble(directory: str | Path, ensemble: PixelEnsemble) -> bool:
             and all(new[k].dtype == old[k].dtype and torch.equal(new[k].cpu(), old[k]) for k in new))
 
 
-def load_ensemble(directory: str | Path) -> PixelEnsemble:
-    raw = dict(read_checkpoint_meta(directory, "ensemble.json", FORMAT, "ensemble")["ensemble"])
+def ensemble_config(directory: str | Path) -> EnsembleConfig:
+    """The ensemble's config from its ensemble.json alone (classes, ignore label, features): for readers that
+    need no weights, e.g. `finalize`."""
+    meta = read_checkpoint_meta(directory, "ensemble.json", FORMAT, "ensemble")
+    raw = dict(meta["ensemble"])
+    raw["model"] = recorded_model(meta, directory)
     raw["class_names"] = tuple(raw.get("class_names", ()))
     if raw.get("hidden"):
         raw["hidden"] = tuple(raw["hidden"])
-    ensemble = PixelEnsemble(EnsembleConfig(**raw))
+    return EnsembleConfig(**raw)
+
+
+def load_ensemble(directory: str | Path) -> PixelEnsemble:
+    ensemble = PixelEnsemble(ensemble_config(directory))
     weights = Path(directory) / "ensemble.safetensors"
     load_state_strict(ensemble, load_tensors(weights), weights)
     return ensemble.eval()

@@ -23,16 +23,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import socket
 import tarfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..data.generated import GeneratedPairs
 from ..errors import DatasetDDPMError, InputError, OptionError
-from ..io import _maybe_killed, _pid_alive, check_output_dir, check_unlocked, write_error
-from ..pipeline.shards import sample_name
+from ..io import check_output_dir, check_unlocked, staged_folder  # noqa: F401  (staged_folder re-exported)
+from ..io import write_synced as _write  # every format writes through it (fsynced)
+from ..data.shards import sample_name
 from ..pipeline.verify import cheap_check
 
 CARD_NAME = "datasetddpm_card.json"  # the run's card, in every export (also marks a folder as one)
@@ -63,14 +61,6 @@ def pair_bytes(run: Path, row: dict) -> tuple[bytes, bytes]:
     the sha256 that the run's index records, and the mask's class ids."""
     from ..data.generated import checked_pair_bytes
     return checked_pair_bytes(run, row)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())  # the rename into place must not publish files still in the page cache only
 
 
 def _write_json(path: Path, data) -> None:
@@ -161,54 +151,6 @@ def export_webdataset(pairs: GeneratedPairs, dest: Path, pairs_per_tar: int = PA
             f.flush()
             os.fsync(f.fileno())
     _write_common(pairs, dest)
-
-
-def _staging_prefix(out: Path) -> str:
-    return f".{out.name}.export-"
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Delete the staging folders that killed exports to `out` left (this host, their process gone)."""
-    host, prefix = socket.gethostname(), _staging_prefix(out)
-    for path in out.parent.glob(".*.export-*"):
-        if not path.name.startswith(prefix):
-            continue  # another folder's
-        owner, _, kind = path.name[len(prefix):].rpartition(".")
-        where, _, pid = owner.rpartition("-")
-        if kind in ("partial", "old") and where == host and pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _shown_path(error: OSError, staging: Path, out: Path) -> Path:
-    """The path an OS error is about as the user knows it: inside DIR, not the hidden staging folder."""
-    if not error.filename:
-        return out
-    path = Path(error.filename)
-    return out / path.relative_to(staging) if staging in path.parents else path
-
-
-@contextmanager
-def staged_folder(shown: Path):
-    """Yield a hidden sibling of `shown` (the --out path) to write into; on success it replaces the folder
-    by renames, so it is either the old folder or the whole new export, never part of one."""
-    out = shown.resolve()  # `.` or `x/..` have no name to put a sibling beside
-    stem = f"{_staging_prefix(out)}{socket.gethostname()}-{os.getpid()}"
-    staging, old = out.with_name(stem + ".partial"), out.with_name(stem + ".old")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(out)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        yield staging
-        _maybe_killed()
-        if out.exists() and any(out.iterdir()):  # --overwrite (checked before): move the old one aside first
-            os.replace(out, old)
-        os.replace(staging, out)  # rename(2) also replaces an empty directory
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
-        raise write_error(_shown_path(e, staging, shown), e) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_export_out(out: Path, run: Path, overwrite: bool) -> None:

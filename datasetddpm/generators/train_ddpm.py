@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,9 +23,11 @@ from diffusers.training_utils import EMAModel
 from ..data.images import list_images, read_image
 from ..data.procedural import PROCEDURAL_POOL_SEED0, render
 from ..errors import InputError, OptionError
-from ..io import (load_optimizer_tensors, load_tensors, optimizer_tensors, save_tensors, write_json)
+from ..hooks import Figures, current_figures
+from ..io import (load_optimizer_tensors, load_tensors, optimizer_tensors, read_jsonl, save_tensors, write_json)
 from ..progress import progress_bar
 from ..rundir import append_log, training_dir
+from ..schedules import step_scheduler, warmup_then_cosine
 from .diffusion import save_checkpoint
 
 
@@ -54,7 +54,7 @@ class DDPMTrainConfig:
     init_digest: str = ""  # sha256 of those weights (set by `with_init`): a resume checks it, not the path
 
     def resolved(self) -> "DDPMTrainConfig":
-        from ..presets import EMBEDDED_SCHEDULER, EMBEDDED_UNET
+        from .embedded import EMBEDDED_SCHEDULER, EMBEDDED_UNET
         unet = dict(EMBEDDED_UNET, **{**self.unet, "sample_size": self.resolution})
         levels = len(unet["block_out_channels"])
         for key, block in (("down_block_types", "DownBlock2D"), ("up_block_types", "UpBlock2D")):
@@ -159,11 +159,8 @@ def _attention_blocks(levels: int, resolution: int, attention: tuple[int, ...]) 
 
 def lr_factor(cfg: DDPMTrainConfig, step: int) -> float:
     """Learning-rate multiplier at optimisation step `step` (0-based): linear warm-up, then constant or cosine."""
-    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
-    if cfg.lr_schedule == "constant" or step < cfg.warmup:
-        return warm
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.schedule_steps - cfg.warmup))
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_then_cosine(step, warmup=cfg.warmup, cosine=cfg.lr_schedule == "cosine",
+                              decay_steps=cfg.schedule_steps, floor=cfg.min_lr_ratio)
 
 
 def _load_pool(cfg: DDPMTrainConfig) -> np.ndarray:
@@ -216,8 +213,9 @@ def _restore(state, unet, ema: EMAModel, opt, device) -> int:
 
 
 def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = False, progress: bool = True,
-               device: str | torch.device = "cpu", log=print) -> Path:
-    """Train (or resume) into `out_dir`; returns the directory holding the EMA checkpoint.
+               device: str | torch.device = "cpu", log=print, figures: Figures | None = None) -> Path:
+    """Train (or resume) into `out_dir`; returns the directory holding the EMA checkpoint. `figures` draws
+    the loss and learning-rate curves at each checkpoint (default: the command's, `hooks.current_figures`).
 
     The batch, noise and timesteps of step s are drawn on the CPU from generators seeded by (seed, s), so a
     resumed run continues exactly as an uninterrupted one would, and a GPU run sees the same data."""
@@ -228,7 +226,8 @@ def train_ddpm(out_dir: str | Path, cfg: DDPMTrainConfig, *, overwrite: bool = F
     device = torch.device(device)
     pool = _load_pool(cfg)  # a bad image folder is refused before anything is written
     with training_dir(out, cfg.hash(), overwrite=overwrite, subdirs=("ema",)):
-        return _train(out, cfg, pool, init, overwrite=overwrite, progress=progress, device=device, log=log)
+        return _train(out, cfg, pool, init, overwrite=overwrite, progress=progress, device=device, log=log,
+                      figures=figures or current_figures())
 
 
 def _sampling_config(cfg: DDPMTrainConfig, scheduler_config) -> dict:
@@ -252,7 +251,7 @@ def _start_unet(cfg: DDPMTrainConfig, init: dict[str, torch.Tensor] | None, devi
 
 
 def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, torch.Tensor] | None, *,
-           overwrite: bool, progress: bool, device: torch.device, log) -> Path:
+           overwrite: bool, progress: bool, device: torch.device, log, figures: Figures) -> Path:
     state_file = out / "train_state.safetensors"
     unet = _start_unet(cfg, init, device)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
@@ -265,11 +264,7 @@ def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, to
     elif overwrite and out.exists():
         for stale in (state_file, out / "train_log.jsonl"):
             stale.unlink(missing_ok=True)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s), last_epoch=-1)
-    with warnings.catch_warnings():  # moving the schedule to the resumed step, not an optimiser step
-        warnings.simplefilter("ignore", UserWarning)
-        lr_sched.last_epoch = step - 1
-        lr_sched.step()
+    lr_sched = step_scheduler(opt, lambda s: lr_factor(cfg, s), base_lr=cfg.lr, step=step)
     write_json(out / "train_config.json", {"hash": cfg.hash(), "config": asdict(cfg)})
     ema_unet = UNet2DModel(**cfg.unet).requires_grad_(False)
     log_file = out / "train_log.jsonl"
@@ -300,9 +295,8 @@ def _train(out: Path, cfg: DDPMTrainConfig, pool: np.ndarray, init: dict[str, to
                 # from the previous state, and the log line and EMA weights are rewritten the same.
                 append_log(log_file, {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])),
                                       "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}, "step")
-                from ..reporting.figures import plot_training_log
-                plot_training_log(log_file, out / "training_curves.png",
-                                  f"train-ddpm: {Path(cfg.data).name}, batch {cfg.batch_size}")
+                figures.training_curves(read_jsonl(log_file), out / "training_curves.png",
+                                        f"train-ddpm: {Path(cfg.data).name}, batch {cfg.batch_size}")
                 ema.copy_to(ema_unet.parameters())
                 save_checkpoint(out / "ema", ema_unet, _sampling_config(cfg, scheduler.config),
                                 {"training": {"step": step, "config_hash": cfg.hash(), "seed": cfg.seed}})

@@ -18,7 +18,7 @@ import numpy as np
 from ..data.folders import MASK_SUFFIX_PNG, read_labelled
 from ..data.images import mask_image, read_image
 from ..errors import InputError, OptionError
-from ..io import check_output_dir, write_json
+from ..io import check_output_dir, staged_folder, write_json, write_synced
 from .cvat import cvat_masks, read_cvat_export
 from .label_studio import CONFIG_FILE, annotation_mask, classes_from_config, final_annotation, image_name, read_export
 
@@ -84,18 +84,16 @@ def cvat_pairs(export: Path, images: Path, classes: list[str], ignore_label: int
 
 
 def _write_folder(dest: Path, pairs, num_classes: int) -> None:
-    from ..export.base import _write  # fsyncs: the rename into place publishes only files on disk
     for path, mask in pairs:
-        _write(dest / path.name, path.read_bytes())
+        write_synced(dest / path.name, path.read_bytes())  # the rename into place publishes only synced files
         png = io.BytesIO()
         mask_image(mask.astype(np.uint8), num_classes).save(png, format="PNG")
-        _write(dest / f"{path.stem}{MASK_SUFFIX_PNG}", png.getvalue())
+        write_synced(dest / f"{path.stem}{MASK_SUFFIX_PNG}", png.getvalue())
 
 
 def import_annotations(export: str | Path, out: str | Path, *, images: str | Path | None = None,
                        classes: str | None = None, ignore_label: int = 255) -> dict:
     """Read, check and write; returns what was imported. Nothing is written when anything is refused."""
-    from ..export.base import staged_folder
     export, out = Path(export), Path(out)
     if not export.exists():
         raise InputError(export, "not found")

@@ -14,6 +14,7 @@ from ..seeds import sample_seed, stream_seed  # noqa: F401  (re-exported)
 
 
 SETTING_DEFAULTS = {"precision": "fp32", "compile": False, "threads": 0}
+SELECTION_DEFAULTS = {"limit": 0, "files": ""}  # label-images' choice of images: all of the folder
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class SampleConfig:
     # `label-images` runs: the user's real images take the samples' place (sampler "real-images")
     images: str = ""  # their folder (absolute); "" for a generation run
     images_digest: str = ""  # sha256 over every file name and its bytes: a changed folder is another run
+    limit: int = 0  # label-images --limit: only the first N images in name order (0 = all)
+    files: str = ""  # label-images --files: the list file (absolute) naming the images to label ("" = all)
     # Settings that change the bits of the images and labels (each left out of the hash at its default, so
     # runs made before it existed keep their key):
     precision: str = "fp32"  # UNet arithmetic: fp32 | tf32 | bf16 | fp16 (autocast)
@@ -52,6 +55,9 @@ class SampleConfig:
         d = asdict(self)
         if not self.images:  # generation runs keep the key they had before label-images existed
             d.pop("images"), d.pop("images_digest")
+        for name, default in SELECTION_DEFAULTS.items():  # runs made before --limit / --files keep their key
+            if d[name] == default:
+                d.pop(name)
         for name, default in SETTING_DEFAULTS.items():
             if d[name] == default:
                 d.pop(name)

@@ -2,8 +2,9 @@
 
 The drop of the most uncertain fraction is a decision over all N scores, so it runs once at the
 end; it writes `index.jsonl` (one line per sample: id, seed, files, checksums, uncertainty, kept)
-and `dataset_card.json`, and never rewrites shard files. Beside them it draws `preview.png` (kept pairs
-at both ends of the ranking, dropped ones) and `uncertainty.png` (the scores and the drop threshold).
+and `dataset_card.json`, and never rewrites shard files. Beside them the installed figures (`hooks`; the
+command line's draw) write `preview.png` (kept pairs at both ends of the ranking, dropped ones) and
+`uncertainty.png` (the scores and the drop threshold).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _write(run: Path, plan: FinalizePlan) -> None:
             for line in plan.index_lines():
                 f.write(json.dumps(line) + "\n")
     write_json(run / "dataset_card.json", plan.card)
-    from ..reporting.figures import write_finalize_figures
+    from ..hooks import current_figures
     ens = plan.ensemble
-    write_finalize_figures(run, plan.rows, plan.keep, class_names=ens.class_names, num_classes=ens.num_classes,
-                           drop_fraction=plan.drop_fraction)
+    current_figures().finalize_pictures(run, plan.rows, plan.keep, class_names=ens.class_names,
+                                        num_classes=ens.num_classes, drop_fraction=plan.drop_fraction)

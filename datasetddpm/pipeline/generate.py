@@ -23,9 +23,10 @@ from ..io import check_output_dir, read_json, run_lock
 from ..generators.loading import load_generator, resolve_precision, speed_up
 from ..progress import progress_bar
 from ..seeds import filled
+from .class_shares import FirstShardReport
 from .config import SampleConfig, claim_manifest, recorded_settings, sample_seed
 from .part_lock import part_lock
-from .shards import ShardStore
+from ..data.shards import ShardStore
 
 FAULT_ENV = "DATASETDDPM_FAULT_AFTER_BATCHES"  # tests: SIGKILL this process after N sampled batches
 
@@ -53,6 +54,7 @@ class Labeller:
             generator = speed_up(load_generator(self.ensemble.cfg.model or "embedded", device), precision)
         self.source = FeatureSource(generator, spec)
         self.num_classes = self.ensemble.cfg.num_classes
+        self.class_names = self.ensemble.cfg.class_names or tuple(str(k) for k in range(self.num_classes))
 
     def __call__(self, images: np.ndarray):
         n = len(images)  # the last batch filled with copies of the last image (see `filled`)
@@ -151,6 +153,8 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
     fault_after, delay = int(os.environ.get(FAULT_ENV, "0")), shard_delay(grank)
     generator = speed_up(load_generator(cfg.model, device), cfg.precision, cfg.compile) if do_sample else None
     labeller = Labeller(ensemble_dir, generator, device, precision) if ensemble_dir else None
+    first_shard = FirstShardReport(ensemble_dir, labeller.class_names if labeller else (), grank == 0,
+                                   labeller.ensemble.cfg.ignore_label if labeller else None)
     batches_done = [0]
     with progress_bar(progress and grank == 0) as bar, ShardWriter(WRITE_BEHIND) as writer:
         task = bar.add_task("sample" if do_sample else "label", total=cfg.n,
@@ -191,6 +195,7 @@ def _work(rank: int, world: int, run_dir: str, cfg_dict: dict, ensemble_dir: str
                     seg = labeller(images)
                     labels, scores = seg.labels, seg.image_uncertainty
                 writer.submit(store.write_labels, k, ids, labels, scores, labeller.num_classes, labels_hash)
+                first_shard(labels, k)  # a class the labeller misses shows now, not at finalize
             if grank == 0:
                 bar.update(task, completed=committed_samples(store, cfg, labels=not do_sample))
 

@@ -11,6 +11,7 @@ A StyleGAN2 ensemble cannot label real images: its features come from latents.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from ..data.images import list_images, read_image
 from ..distributed import Tasks, launch, resolve_world
 from ..ensemble.model import load_ensemble
-from ..errors import InputError, name_bytes
+from ..errors import InputError, OptionError, name_bytes
 from ..generators.loading import load_generator, speed_up
 from ..io import check_output_dir
 from ..progress import progress_bar
@@ -28,18 +29,54 @@ from .config import SampleConfig, claim_manifest
 from .generate import (WRITE_BEHIND, Labeller, ShardWriter, check_labeller, check_tasks, claim_labels,
                        clean_before_start, committed_samples, first_shard_bytes, labelling_hash, labels_precision,
                        resolve_settings, run_summary, worker_start, writer_lock)
-from .shards import ShardStore
+from ..data.shards import ShardStore
 
 SAMPLER = "real-images"  # the manifest's sampler field for a run made from real images
 
 
-def scan_images(images_dir: str | Path, resolution: int | None) -> tuple[list[Path], str, int]:
-    """Every image of the folder decodes and is `resolution` px square (any one size when None; one line
-    naming the first that is not); returns the paths in name order, a digest of their names and bytes,
-    and the side. Each file is read once, and images are not kept: a large folder is never held whole."""
+def select_images(images_dir: str | Path, limit: int = 0, files: str | Path | None = None) -> list[Path]:
+    """The folder's images to label, in name order: all of them, those `files` lists (one path per line,
+    relative to the folder; blank lines skipped) and/or the first `limit`. A bad list is one line naming
+    the list file, its line and the problem."""
+    if limit < 0:
+        raise OptionError("--limit", f"must be >= 1, got {limit}")
     paths = list_images(images_dir)
     if not paths:
         raise InputError(images_dir, "no .png/.jpg images found")
+    if files is not None:
+        paths = _listed(paths, images_dir, Path(files))
+    return paths[:limit] if limit else paths
+
+
+def _listed(paths: list[Path], images_dir: str | Path, files: Path) -> list[Path]:
+    try:
+        lines = files.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(files, f"unreadable file list ({getattr(e, 'strerror', None) or e.__class__.__name__})"
+                         ) from None
+    by_name, chosen = {p.name: p for p in paths}, {}
+    for number, line in enumerate(lines, 1):
+        name = os.path.normpath(line.strip()) if line.strip() else ""
+        if not name:
+            continue
+        if name not in by_name:
+            raise InputError(files, f"line {number}: {line.strip()!r} is not an image (.png/.jpg) directly in "
+                                    f"{images_dir} (one path per line, relative to --images)")
+        if name in chosen:
+            raise InputError(files, f"line {number}: {name!r} is listed twice")
+        chosen[name] = by_name[name]
+    if not chosen:
+        raise InputError(files, "lists no images (one path per line, relative to --images)")
+    return sorted(chosen.values())
+
+
+def scan_images(images_dir: str | Path, resolution: int | None, paths: list[Path] | None = None
+                ) -> tuple[list[Path], str, int]:
+    """Every image of the folder (or of `paths`, a selection of it) decodes and is `resolution` px square (any
+    one size when None; one line naming the first that is not); returns the paths in name order, a digest of
+    their names and bytes, and the side. Each file is read once, and images are not kept: a large folder is
+    never held whole."""
+    paths = select_images(images_dir) if paths is None else paths
     digest = hashlib.sha256()
     for p in paths:
         try:
@@ -56,9 +93,12 @@ def scan_images(images_dir: str | Path, resolution: int | None) -> tuple[list[Pa
 
 
 def images_config(images_dir: str | Path, ensemble_dir: str | Path, *, batch_size: int = 50,
-                  shard_size: int = 500) -> tuple[SampleConfig, list[Path], int]:
-    """The run config of labelling `images_dir` with `ensemble_dir`, the image paths and their side;
-    every input checked, nothing written. A colour ensemble needs no generator."""
+                  shard_size: int = 500, limit: int = 0, files: str | Path | None = None
+                  ) -> tuple[SampleConfig, list[Path], int]:
+    """The run config of labelling `images_dir` (or its `files` / first `limit` images) with `ensemble_dir`,
+    the image paths and their side; every input checked, nothing written. A colour ensemble needs no
+    generator."""
+    selected = select_images(images_dir, limit, files)
     ens = load_ensemble(ensemble_dir).cfg
     model, resolution = "", ens.resolution or None
     if ens.feature_spec() is not None:
@@ -70,10 +110,10 @@ def images_config(images_dir: str | Path, ensemble_dir: str | Path, *, batch_siz
                              "with an ensemble on diffusion features")
         check_labeller(ensemble_dir, generator)
         model, resolution = generator.source, generator.resolution
-    paths, digest, resolution = scan_images(images_dir, resolution)
+    paths, digest, resolution = scan_images(images_dir, resolution, selected)
     cfg = SampleConfig(model=model, n=len(paths), seed=0, sampler=SAMPLER, sampling_steps=0,
                        batch_size=batch_size, shard_size=shard_size, images=str(Path(images_dir).resolve()),
-                       images_digest=digest)
+                       images_digest=digest, limit=limit, files=str(Path(files).resolve()) if files else "")
     cfg.validate()
     return cfg, paths, resolution
 
@@ -81,13 +121,16 @@ def images_config(images_dir: str | Path, ensemble_dir: str | Path, *, batch_siz
 def label_images_run(images_dir: str | Path, ensemble_dir: str | Path, run_dir: str | Path, *,
                      batch_size: int = 50, shard_size: int = 500, device: str = "cpu", overwrite: bool = False,
                      progress: bool = True, workers: int = 1, gpus: int = 0, threads: int | None = None,
-                     precision: str | None = None, tasks: Tasks = Tasks(), timeout_s: float | None = None) -> dict:
-    """Label every image of `images_dir` into the run folder `run_dir`, a shard at a time; resumable
-    (rerun the same command), and a changed folder or ensemble is refused unless `overwrite`. Workers,
-    torchrun ranks and tasks own shards as in `sample`."""
+                     precision: str | None = None, tasks: Tasks = Tasks(), timeout_s: float | None = None,
+                     limit: int = 0, files: str | Path | None = None) -> dict:
+    """Label every image of `images_dir` (or those the list file `files` names, and/or the first `limit`)
+    into the run folder `run_dir`, a shard at a time; resumable (rerun the same command), and a changed
+    folder, selection or ensemble is refused unless `overwrite`. Workers, torchrun ranks and tasks own
+    shards as in `sample`."""
     world, backend, device = resolve_world(workers, gpus, device)
     check_tasks(tasks, overwrite)
-    cfg, paths, resolution = images_config(images_dir, ensemble_dir, batch_size=batch_size, shard_size=shard_size)
+    cfg, paths, resolution = images_config(images_dir, ensemble_dir, batch_size=batch_size, shard_size=shard_size,
+                                           limit=limit, files=files)
     run = Path(run_dir)
     cfg = resolve_settings(run, cfg, device, precision="fp32", compile=False, threads=threads)  # threads only
     precision = labels_precision(run, precision, device)

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import DatasetDDPMError, InputError, OptionError
 from ..io import read_json
 from .config import SampleConfig
-from .shards import ShardStore, sample_name, shard_name
+from ..data.shards import ShardStore, sample_name, shard_name
 
 
 def read_run_config(run: Path) -> SampleConfig:
@@ -61,6 +61,21 @@ def preferred_classes(names: str | None, class_names: tuple[str, ...]) -> tuple[
         else:
             raise OptionError("--prefer-classes", f"unknown class {name!r}; the run's classes: {', '.join(class_names)}")
     return tuple(dict.fromkeys(ids))
+
+
+def check_preferred_present(rows: list[dict], prefer: tuple[int, ...], names: tuple[str, ...]) -> None:
+    """Mining for a class that no label of the run holds a single pixel of keeps 0 % of it whatever is kept:
+    refused, naming the class (the labeller never predicts it: the fix is upstream, not in the filter)."""
+    if not prefer or any(r["class_pixels"] is None for r in rows):
+        return  # labels without per-class counts: `_select` says what to do
+    absent = [names[k] for k in prefer if not any(r["class_pixels"][k] for r in rows)]
+    if absent:
+        which, it = ("class", "it") if len(absent) == 1 else ("classes", "them")
+        raise OptionError("--prefer-classes", f"no label of the run holds a single pixel of {which} "
+                                              f"{', '.join(map(repr, absent))}: the labeller never predicts {it}, so no "
+                                              f"pair can be mined for {it}; leave {it} out, or annotate more of {it}, "
+                                              "retrain the ensemble (see its class warnings) and relabel (`datasetddpm "
+                                              "label --overwrite`): docs/custom_data.md")
 
 
 UNDER_REPRESENTED = 0.25  # a class whose share of the kept labels is under this fraction of the labeller's
@@ -150,12 +165,13 @@ def plan_finalize(run: Path, *, drop_fraction: float, max_pairs: int, prefer_cla
     cfg = read_run_config(run)
     labels = read_json(run / "labels_manifest.json")
     # Everything the card needs is read before index.jsonl is replaced, so index and card never disagree.
-    from ..ensemble.model import load_ensemble
+    from ..ensemble.model import ensemble_config
     ens_dir = labels["config"]["ensemble"]
-    ens = load_ensemble(ens_dir).cfg
+    ens = ensemble_config(ens_dir)  # the classes: ensemble.json alone, no weights loaded
     names = ens.class_names or tuple(str(k) for k in range(ens.num_classes))
     prefer = preferred_classes(prefer_classes, names)
     rows = shard_rows(run, cfg)
+    check_preferred_present(rows, prefer, names)
     keep = _select(rows, drop_fraction, max_pairs, prefer, run)
     card = _card(cfg, ens, labels, rows, keep, drop_fraction, max_pairs)
     if prefer:

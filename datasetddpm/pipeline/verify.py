@@ -28,7 +28,7 @@ from ..errors import DatasetDDPMError, InputError
 from ..io import LOCK_NAME, check_unlocked, is_stale_temporary, read_json, read_jsonl
 from .config import SampleConfig
 from .selection import plan_finalize, read_run_config, recorded_index_lines
-from .shards import ShardStore, sample_name, sha256, shard_name
+from ..data.shards import ShardStore, sample_name, sha256, shard_name
 
 
 @dataclass

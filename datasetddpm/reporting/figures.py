@@ -65,7 +65,14 @@ def class_legend(fig: Figure, class_names: tuple[str, ...] | list[str], num_clas
     names = list(class_names) or [str(k) for k in range(num_classes)]
     handles = [Patch(facecolor=np.array(palette[k]) / 255, edgecolor="black", label=names[k])
                for k in range(min(num_classes, len(names)))]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=8, frameon=False)
+    # Constrained layout makes room below an outside legend but never widens the figure: with long names a
+    # row of 8 ran past the right edge. Fewer columns (more rows) until the legend fits the width.
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(min(len(handles), 8), 0, -1):
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=8, frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
 
 
 def tile_section(ax, images: list[np.ndarray], masks: list[np.ndarray] | None, num_classes: int,
@@ -107,8 +114,10 @@ def drop_threshold(uncertainty: np.ndarray, kept: np.ndarray) -> float | None:
     return float(uncertainty[kept].max())
 
 
-def uncertainty_figure(uncertainty: np.ndarray, kept: np.ndarray, drop_fraction: float) -> Figure:
-    """Histogram of the per-image JS scores, kept and dropped stacked, the drop threshold marked."""
+def uncertainty_figure(uncertainty: np.ndarray, kept: np.ndarray, drop_fraction: float,
+                       what: str = "generated images") -> Figure:
+    """Histogram of the per-image JS scores, kept and dropped stacked, the drop threshold marked; `what` the
+    images are (a `label-images` run's are real)."""
     fig = new_figure(6.4, 3.6)
     ax = fig.add_subplot()
     edges = np.histogram_bin_edges(uncertainty, bins=min(40, max(5, len(uncertainty) // 4)))
@@ -121,7 +130,7 @@ def uncertainty_figure(uncertainty: np.ndarray, kept: np.ndarray, drop_fraction:
     ax.set_xlabel("image uncertainty (JS score: mean JS divergence of its 10 % most uncertain pixels)",
                   fontsize=8)
     ax.set_ylabel("images")
-    ax.set_title(f"{len(uncertainty)} generated images; --drop-fraction {drop_fraction:g}", fontsize=10)
+    ax.set_title(f"{len(uncertainty)} {what}; --drop-fraction {drop_fraction:g}", fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
@@ -147,23 +156,21 @@ def curves_figure(x: list, panels: dict[str, dict[str, list]], xlabel: str, titl
     return fig
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 # What each trainer's log holds: x key, then panel title -> log key (train-ddpm and train-deeplab logs).
 LOG_PANELS = {
     "step": {"training loss (MSE on the noise)": "loss", "learning rate": "lr"},
-    "epoch": {"training loss (cross-entropy)": "loss", "validation mIoU (real images)": "val_miou"},
+    "epoch": {"training loss (cross-entropy)": "loss", "validation mIoU (%, real images)": "val_miou"},
 }
+# Logs and JSON keep mIoU as a fraction (0.604); what people read (console, markdown, axes) says 60.4 %.
+PERCENT_KEYS = ("val_miou",)
 
 
-def plot_training_log(log_file: str | Path, out_png: str | Path, title: str) -> Path:
-    """train_log.jsonl (one record per step or epoch) -> loss and validation / learning-rate curves."""
-    records = read_jsonl(log_file)
+def plot_training_rows(records: list[dict], out_png: str | Path, title: str) -> Path:
+    """A trainer's log rows (train_log.jsonl: one record per step or epoch) -> loss and validation /
+    learning-rate curves."""
     x_key = "step" if records and "step" in records[0] else "epoch"
-    panels = {name: {key: [r[key] for r in records]} for name, key in LOG_PANELS[x_key].items()
-              if records and key in records[0]}
+    panels = {name: {key: [(100 * r[key] if key in PERCENT_KEYS else r[key]) for r in records]}
+              for name, key in LOG_PANELS[x_key].items() if records and key in records[0]}
     return save_figure(curves_figure([r[x_key] for r in records], panels, x_key, title,
                                      log_y=("training loss (MSE on the noise)",)), out_png)
 
@@ -201,6 +208,7 @@ def write_finalize_figures(run: str | Path, rows: list[dict], keep: set[int], *,
     """RUN/preview.png (least and most uncertain kept pairs, the most uncertain dropped ones, legend) and
     RUN/uncertainty.png (the JS histogram with the drop threshold). `rows` are finalize's index rows."""
     run = Path(run)
+    what = run_images(run)
     order = sorted(rows, key=lambda r: (r["uncertainty"], r["id"]))  # the order finalize ranks by
     kept = [r for r in order if r["id"] in keep]
     dropped = [r for r in order if r["id"] not in keep][::-1]
@@ -208,49 +216,41 @@ def write_finalize_figures(run: str | Path, rows: list[dict], keep: set[int], *,
     sections = [_section(run, kept[:n], f"least uncertain kept pairs ({len(kept)} kept)"),
                 _section(run, kept[::-1][:n], "most uncertain kept pairs")]
     if dropped:
-        sections.append(_section(run, dropped[:n], f"most uncertain dropped images ({len(dropped)} dropped)"))
+        sections.append(_section(run, dropped[:n], f"most uncertain dropped {what} images ({len(dropped)} dropped)"))
     preview = save_figure(preview_figure(sections, class_names, num_classes, f"{run.name}: images and their labels"),
                           run / "preview.png")
     scores = np.array([r["uncertainty"] for r in rows], dtype=np.float64)
     is_kept = np.array([r["id"] in keep for r in rows])
-    histogram = save_figure(uncertainty_figure(scores, is_kept, drop_fraction), run / "uncertainty.png")
+    histogram = save_figure(uncertainty_figure(scores, is_kept, drop_fraction, f"{what} images"),
+                            run / "uncertainty.png")
     return preview, histogram
 
 
-def write_samples_preview(run: str | Path, *, limit: int = 2 * PREVIEW_COLUMNS) -> Path | None:
-    """RUN/samples_preview.png: the first committed samples, with their label overlays once labelled
-    (what `sample` / `label` made so far, before `finalize` ranks them). None when nothing is committed."""
-    from ..pipeline.shards import ShardStore, sample_name
+def run_images(run: Path) -> str:
+    """What a run's images are, for titles: "real" in a `label-images` run (its manifest's sampler says so),
+    else "generated"."""
+    from ..pipeline.real_images import SAMPLER
+    try:
+        sampler = json.loads((run / "manifest.json").read_text())["config"]["sampler"]
+    except (OSError, ValueError, KeyError, TypeError):
+        sampler = None
+    return "real" if sampler == SAMPLER else "generated"
+
+
+def write_samples_preview(run: str | Path, preview) -> Path:
+    """RUN/samples_preview.png: the first committed samples, with their label overlays once labelled (what
+    `sample` / `label` made so far, before `finalize` ranks them), as `pipeline.preview.first_committed_samples`
+    read them from the run."""
     run = Path(run)
-    store, images, masks, captions = ShardStore(run), [], [], []
-    labels = json.loads((run / "labels_manifest.json").read_text())["config"] if (
-        run / "labels_manifest.json").is_file() else None
-    k = 0
-    while len(images) < limit and store.committed(k):
-        labelled = labels is not None and store.committed(k, labels=True)
-        meta = store.read_sidecar(k, labels=True) if labelled else store.read_sidecar(k)
-        for s in meta["samples"][:limit - len(images)]:
-            images.append(read_rgb(store.images_dir(k) / sample_name(s["id"])))
-            masks.append(read_mask(store.masks_dir(k) / sample_name(s["id"])) if labelled else None)
-            captions.append(f"#{s['id']}" + (f" JS {s['uncertainty']:.3g}" if labelled else ""))
-        k += 1
-    if not images:
-        return None
-    return _save_samples_preview(run, images, masks, captions, labels)
-
-
-def _save_samples_preview(run: Path, images, masks, captions, labels: dict | None) -> Path:
-    num_classes, names = 0, ()
-    if labels is not None and all(m is not None for m in masks):
-        # The labeller's config, not its weights: classes are all the legend needs.
-        cfg = json.loads((Path(labels["ensemble"]) / "ensemble.json").read_text())["ensemble"]
-        num_classes, names = cfg["num_classes"], tuple(cfg.get("class_names", ()))
+    images, masks, captions = preview.images, preview.masks, preview.captions
+    num_classes, names = preview.num_classes, preview.class_names
     with_masks = num_classes > 0
     half = (len(images) + 1) // 2 if len(images) > PREVIEW_COLUMNS else len(images)
-    title = "samples and their labels" if with_masks else "samples (not labelled yet)"
+    what = "real images" if preview.real else "samples"
+    title = f"{what} and their labels" if with_masks else f"{what} (not labelled yet)"
     sections = [{"title": title if a == 0 else "", "images": images[a:b], "masks": masks[a:b] if with_masks else None,
                  "captions": captions[a:b]} for a, b in ((0, half), (half, len(images))) if b > a]
-    fig = preview_figure(sections, names, num_classes, f"{run.name}: the first {len(images)} samples")
+    fig = preview_figure(sections, names, num_classes, f"{run.name}: the first {len(images)} {what}")
     return save_figure(fig, run / "samples_preview.png")
 
 

@@ -58,13 +58,28 @@ def figure_block(title: str, png: bytes, alt: str) -> str:
     return f"<h2>{escape(title)}</h2><img alt=\"{escape(alt)}\" src=\"{data_uri(png)}\">"
 
 
+DIRECT = "direct DDPM"  # compare's row name for direct mode; every other row is a trained segmenter
+
+
+def page_heading(methods: dict[str, dict], config: dict) -> str:
+    """Names each segmenter compared by its row and, where the name does not say it, the architecture its
+    recorded config gives (e.g. "U-Net (synthetic)", "DatasetGAN (DeepLabV3)"): not one fixed architecture."""
+    from ..segmenters.model import ARCH_NAMES
+    names = []
+    for name in (m for m in methods if m != DIRECT):
+        arch = ((config.get(f"segmenter: {name}") or {}).get("segmenter") or {}).get("arch")
+        arch = ARCH_NAMES.get(arch, arch)
+        names.append(name if not arch or arch in name else f"{name} ({arch})")
+    return f"DatasetDDPM: {', '.join(names) or 'segmenter'} vs direct DDPM mode"
+
+
 def compare_html(report: dict, figures: dict[str, bytes], config: dict) -> str:
     """The page: summary and per-class tables, the pictures (`figures`: "speed", "iou", "overlays"),
     and the resolved configuration the numbers came from."""
     methods = report["methods"]
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              "<title>DatasetDDPM compare</title>", f"<style>{STYLE}</style></head><body>",
-             "<h1>DatasetDDPM: DeepLabV3 trained on generated pairs vs direct DDPM mode</h1>",
+             f"<h1>{escape(page_heading(methods, config))}</h1>",
              f"<p>{report['test_images']} real test images from <code>{escape(report['data'])}</code>.</p>",
              f"<p class=\"note\">Protocol: {escape(report['protocol'])}.</p>",
              "<h2>Summary</h2>", summary_table(methods),

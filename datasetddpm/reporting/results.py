@@ -160,6 +160,26 @@ def budget(d: dict) -> str:
                                "(6 blocks x 3 steps) and a 10-member ensemble; the same UNet architecture at each side.")
 
 
+def recipe_cost(d: dict) -> str:
+    """The recipe's commands timed end to end (`benchmarks/recipe_cost.py`): wall and CPU time per command."""
+    cpu = d["cpu_seconds"]
+    lines = ["| command | wall time | CPU time (user + system) |", "|---|---:|---:|"]
+    lines += [f"| `{name}` | {_duration(s)} | {_duration(cpu[name])} |" for name, s in d["seconds"].items()]
+    lines.append(f"| **total** | **{_duration(d['total_seconds'])}** | **{_duration(d['total_cpu_seconds'])}** |")
+    miou = ", ".join(f"{m} {_pct(v)}" for m, v in d["miou"].items())
+    busiest = max(d["load_average_after"].values(), key=lambda x: x[1])
+    return "\n".join(lines) + (f"\n\n{d['samples']} samples, {d['settings']['pairs']} pairs; mIoU on the 200 test "
+                               f"images: {miou}. {d['torch_threads']} torch threads, {d['machine']}, {d['date']}; "
+                               f"the 5-minute load average as a command ended was at most {busiest[1]:.2f} (with other "
+                               "work on the machine the wall time grows, the CPU time much less).")
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 \
+        else f"{minutes} min"
+
+
 def _ddpm_digest(d: dict) -> str:
     """The shipped DDPM's digest, where the result recorded it ('' otherwise): `embedded` is retrained
     from time to time."""
@@ -207,7 +227,7 @@ def _markdown_view(module: str, function: str):
 
 
 VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary": demo_summary, "demo-direct": demo_direct,
-         "samples-vs-real": samples_vs_real, "budget": budget,
+         "samples-vs-real": samples_vs_real, "budget": budget, "recipe-cost": recipe_cost,
          "samplers": _markdown_view("..studies.samplers", "study_markdown"),
          "trajectory": _markdown_view("..studies.trajectory", "trajectory_markdown"),
          "segmenter": _markdown_view("..studies.segmenter", "segmenter_markdown"),
@@ -223,19 +243,17 @@ VIEWS = {"demo-compare": demo_compare, "demo-stages": demo_stages, "demo-summary
          "compare": _markdown_view("..compare", "compare_markdown")}
 
 
-# Views whose result has a picture: the study module's figure function, drawn to study.png beside the JSON.
-PLOTS = {"samplers": ("..studies.samplers", "samplers_figure"),
-         "trajectory": ("..studies.trajectory", "trajectory_figure"),
-         "segmenter": ("..studies.segmenter", "segmenter_figure"),
-         "real-images": ("..studies.real_images", "real_images_figure"),
-         "suggest": ("..studies.suggest", "suggest_figure"),
-         "main": ("..studies.main", "main_figure"),
-         "labelled-count": ("..studies.labelled_count", "labelled_count_figure"),
-         "filter": ("..studies.filter", "filter_figure"),
-         "mining": ("..studies.mining", "mining_figure"),
-         "features": ("..studies.features", "features_figure"),
-         "synthetic-size": ("..studies.synthetic_size", "synthetic_size_figure"),
-         "precision": ("..studies.precision", "precision_figure")}
+# Views whose result has a picture: its figure function in `study_figures`, drawn to study.png beside the JSON.
+PLOTS = {"samplers": "samplers_figure", "trajectory": "trajectory_figure", "segmenter": "segmenter_figure",
+         "real-images": "real_images_figure", "suggest": "suggest_figure", "main": "main_figure",
+         "labelled-count": "labelled_count_figure", "filter": "filter_figure", "mining": "mining_figure",
+         "features": "features_figure", "synthetic-size": "synthetic_size_figure", "precision": "precision_figure"}
+
+
+def study_figure(view: str, report: dict):
+    """The matplotlib figure of a study report (`PLOTS[view]`)."""
+    from . import study_figures
+    return getattr(study_figures, PLOTS[view])(report)
 
 
 def plot_path(path: str | Path) -> Path:
@@ -245,14 +263,12 @@ def plot_path(path: str | Path) -> Path:
 
 def draw(path: str | Path, view: str) -> bytes:
     """The PNG bytes of a result's picture (`PLOTS[view]`), drawn from its JSON."""
-    from importlib import import_module
     from .figures import figure_png
     if view not in PLOTS:
         raise OptionError("--view", f"view {view!r} has no picture; these do: {', '.join(PLOTS)}")
-    module, function = PLOTS[view]
     data = read_json(path)
     try:
-        return figure_png(getattr(import_module(module, __package__), function)(data))
+        return figure_png(study_figure(view, data))
     except (KeyError, TypeError, StopIteration, ValueError) as e:
         raise InputError(path, f"is not a result the {view!r} picture can draw (missing {e})") from None
 

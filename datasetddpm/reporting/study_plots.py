@@ -1,7 +1,7 @@
 """The pictures of the studies: every seed's score as a dot, the mean as a bar (or a line) with its
 standard deviation, and the study's interval for each difference written beside its bar.
 
-Each study module has a `<name>_figure(report)` built from these helpers; `results.PLOTS` names them, so
+Each study has a `<name>_figure(report)` in `study_figures` built from these helpers; `results.PLOTS` names it, so
 `datasetddpm report --readme` redraws a committed result's study.png from its JSON as it re-renders its
 table. Figures come from `figures.new_figure` (fixed size, no version stamp): the same JSON gives the
 same PNG bytes.

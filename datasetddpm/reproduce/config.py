@@ -37,6 +37,9 @@ class ReproduceConfig:
     sampler: str = "ddpm"
     sampling_steps: int = 1000
     batch_size: int = 50  # samples per UNet batch (part of the generation run's config)
+    # Samples per generation shard, the unit batch tasks split (0: the batch size times 500 // batch size; left
+    # out of the key at that value, so runs made before it was an option keep resuming).
+    shard_size: int = 0
     members: int = 10  # MLPs per ensemble
     ensemble_steps: int | None = None  # cap on ensemble optimisation steps (smoke runs); None: early stopping
     deeplab_epochs: int | None = None  # None: the preset's
@@ -52,11 +55,28 @@ class ReproduceConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "paper_preset", self.preset in PAPER_TABLE2)
+        if self.shard_size == self.default_shard_size:  # given explicitly at the default: the same run
+            object.__setattr__(self, "shard_size", 0)
 
     def key(self) -> dict:
         """The fields a resumed run must share with the run it continues."""
         d = asdict(self)
+        if not d["shard_size"]:
+            d.pop("shard_size")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in self.RUN_SETTINGS}
+
+    @property
+    def default_shard_size(self) -> int:
+        return self.batch_size * max(1, 500 // self.batch_size) if self.batch_size > 0 else 0
+
+    @property
+    def sample_shard_size(self) -> int:
+        """Samples per shard of the generation runs."""
+        return self.shard_size or self.default_shard_size
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.n // self.sample_shard_size)
 
     @property
     def root(self) -> Path:
@@ -90,6 +110,9 @@ def check_config(cfg: ReproduceConfig) -> None:
     for option, value in (("--ensemble-steps", cfg.ensemble_steps), ("--deeplab-epochs", cfg.deeplab_epochs)):
         if value is not None and value < 1:
             raise OptionError(option, f"must be >= 1, got {value}")
+    if cfg.shard_size < 0 or cfg.shard_size % cfg.batch_size:
+        raise OptionError("--shard-size", f"must be a positive multiple of --batch-size ({cfg.batch_size}), "
+                                          f"got {cfg.shard_size}")
     if cfg.sampler not in SAMPLERS:
         raise OptionError("--sampler", f"must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
     batch = get_preset(cfg.preset).deeplab.batch_size * max(cfg.gpus, 1)

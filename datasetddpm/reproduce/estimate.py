@@ -63,13 +63,16 @@ class Estimator:
         from ..pipeline.config import SampleConfig
         from ..plans import plan_sample_run
         cfg = self.cfg
-        shard = cfg.batch_size * max(1, 500 // cfg.batch_size)
         sample_cfg = SampleConfig(model=model, n=cfg.n, sampler=cfg.sampler, sampling_steps=cfg.sampling_steps,
-                                  batch_size=cfg.batch_size, shard_size=shard)
+                                  batch_size=cfg.batch_size, shard_size=cfg.sample_shard_size)
         return plan_sample_run(stage.folder, sample_cfg, gpus=cfg.gpus, device=cfg.device)
 
-    def __call__(self, stage: Stage) -> tuple[float, int, str]:
-        """(seconds, bytes, note) of one stage."""
+    def __call__(self, stage: Stage, samples: int | None = None) -> tuple[float, int, str]:
+        """(seconds, bytes, note) of one stage; `samples`: a batch task's share of a sample or label stage."""
+        if samples is not None and stage.kind in ("sample", "label"):
+            seconds, disk, note = self(stage)
+            share = samples / max(self.cfg.n, 1)
+            return seconds * share, int(disk * share), note
         kind = stage.name.rsplit(": ", 1)[-1]
         method = stage.name.split(":")[0]
         model = self.cfg.stylegan2 if method == "DatasetGAN" else problem_for(self.cfg).model
@@ -129,7 +132,8 @@ class Estimator:
         cfg = deeplab_config(self.cfg.preset, epochs=self.cfg.deeplab_epochs)
         kept = kept_pairs(self.cfg.n)
         k = len(problem_for(self.cfg).class_names)
-        plan = plan_train_deeplab(max(kept, 1), side, k, cfg, world=self.world, device=self.device)
+        plan = plan_train_deeplab(max(kept, 1), side, k, cfg, world=self.world, device=self.device,
+                                  val=self._count("train"))  # the epoch is chosen on real/train
         millions = float(re.search(r"([\d.]+)M parameters", dict(plan.rows)["segmenter"]).group(1))
         # float32 weights and two Adam moments, in the resume checkpoint and the best epoch's folder
         return plan.seconds, int(2 * 3 * 4 * millions * 1e6), f"{cfg.arch}/{cfg.encoder}, {cfg.epochs} epochs on {kept} pairs"

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..distributed import Tasks
 from .config import ReproduceConfig
+
+# The stage kinds from sampling on, in the order every method runs them; every other stage (the data, direct
+# mode, the annotated samples, the labellers) comes before sampling (phase 0).
+LATER_KINDS = ("sample", "label", "finalize", "train-deeplab", "compare")
 
 
 @dataclass
@@ -19,6 +24,19 @@ class Stage:
     folder: Path  # its outputs
     run: Callable[[], dict]
     work: str  # what it does, for the plan
+    # A batch task's share of this stage (its shards, as `sample --task-index` writes them) and the stages
+    # that same pass finishes too (the label stage: a task labels each shard as it is made)
+    task_part: Callable[[Tasks], dict] | None = None
+    covers: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.name.rsplit(": ", 1)[-1]
+
+    @property
+    def phase(self) -> int:
+        """0 before sampling, then 1 + the kind's place in LATER_KINDS."""
+        return LATER_KINDS.index(self.kind) + 1 if self.kind in LATER_KINDS else 0
 
 
 def _device(cfg: ReproduceConfig):
@@ -84,14 +102,26 @@ def _count_images(folder: Path) -> int:
     return len(read_images(folder)[1])
 
 
-def _sample(cfg: ReproduceConfig, run: Path, model: str) -> dict:
+def _sample(cfg: ReproduceConfig, run: Path, model: str, labeller: Path | None = None, tasks: Tasks = Tasks()) -> dict:
+    """The sample stage; with `labeller` each shard is labelled as it is made (`sample --ensemble`), the way a
+    batch task makes its shards' samples and labels: the same uint8 images, hence the same labels as `label`."""
     from ..pipeline.config import SampleConfig
     from ..pipeline.generate import sample_run
-    shard = cfg.batch_size * max(1, 500 // cfg.batch_size)
     sample_cfg = SampleConfig(model=model, n=cfg.n, seed=0, sampler=cfg.sampler, sampling_steps=cfg.sampling_steps,
-                              batch_size=cfg.batch_size, shard_size=shard)
-    result = sample_run(run, sample_cfg, gpus=cfg.gpus, device=cfg.device, threads=cfg.threads, progress=False)
-    return {"samples": result["samples"]}
+                              batch_size=cfg.batch_size, shard_size=cfg.sample_shard_size)
+    result = sample_run(run, sample_cfg, ensemble=labeller, gpus=cfg.gpus, device=cfg.device, threads=cfg.threads,
+                        progress=False, tasks=tasks)
+    return {"samples": result["samples"]} if labeller is None else result
+
+
+def task_shards(cfg: ReproduceConfig, tasks: Tasks) -> list[int]:
+    """The shards of a generation run that task `tasks.index` writes (with --gpus G: G workers' shards)."""
+    world = max(cfg.gpus, 1)
+    return [k for k in range(cfg.num_shards) if k % tasks.global_world(world) // world == tasks.index]
+
+
+def shard_samples(cfg: ReproduceConfig, shards: list[int]) -> int:
+    return sum(min(cfg.sample_shard_size, cfg.n - k * cfg.sample_shard_size) for k in shards)
 
 
 def _label(cfg: ReproduceConfig, run: Path, ensemble: Path) -> dict:
@@ -127,7 +157,8 @@ def synthetic_stages(cfg: ReproduceConfig, method: str, model: str, annotated: P
               lambda: _train_ensemble(cfg, annotated, labeller, cfg.seeds[0], model if stylegan else None),
               f"ensemble of {cfg.members} MLPs on the annotated generated samples in {annotated}"),
         Stage(f"{method}: sample", run, lambda: _sample(cfg, run, model),
-              f"{cfg.n} samples" + ("" if stylegan else f", {cfg.sampler} sampler, {cfg.sampling_steps} steps")),
+              f"{cfg.n} samples" + ("" if stylegan else f", {cfg.sampler} sampler, {cfg.sampling_steps} steps"),
+              task_part=lambda tasks: _sample(cfg, run, model, labeller, tasks), covers=(f"{method}: label",)),
         Stage(f"{method}: label", run, lambda: _label(cfg, run, labeller), "the labeller's vote on every sample"),
         Stage(f"{method}: finalize", run, lambda: _finalize(run), "drop the 10 % most uncertain pairs"),
         Stage(f"{method}: train-deeplab", root / "deeplab", lambda: _deeplab(cfg, run, root / "deeplab"),

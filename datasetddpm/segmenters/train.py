@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from ..io import load_tensors, save_tensors
 from ..progress import progress_bar
 from ..rundir import STATE_FILE, model_state, restore_model_state
+from ..schedules import cosine_to_zero, set_step, step_scheduler
 from .model import Segmenter, SegmenterConfig, save_segmenter
 
 
@@ -48,6 +48,26 @@ class SegTrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
+def lr_factor(cfg: SegTrainConfig) -> Callable[[int], float]:
+    """The learning-rate multiplier of each step: cosine decay to 0 over `steps`, or constant."""
+    if cfg.cosine:
+        return lambda step: cosine_to_zero(step, cfg.steps)
+    return lambda step: 1.0
+
+
+def flipped(images: np.ndarray, masks: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W, 3) images and (N, H, W) masks with the `chosen` (N,) ones mirrored left-right by albumentations'
+    HorizontalFlip. The choice stays with the caller's generator seeded by (seed, step): the same draws the
+    hand-written flips made, so a run keeps its bytes, resumed or not."""
+    import albumentations as A  # imported here: the GPU machines' suite trains without augmentation
+    mirror = A.HorizontalFlip(p=1.0)
+    images, masks = images.copy(), masks.copy()
+    for i in np.flatnonzero(chosen):
+        out = mirror(image=images[i], mask=masks[i])
+        images[i], masks[i] = out["image"], out["mask"]
+    return images, masks
+
+
 def _save_state(path: Path, model, opt, step: int, losses: list[float]) -> None:
     save_tensors(path, model_state(model, opt, step=step, losses=torch.tensor(losses, dtype=torch.float64)))
 
@@ -74,6 +94,7 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
     start = 0
     if state_file is not None and state_file.exists():
         start, log["loss"] = _restore_state(state_file, model, opt)
+    schedule = step_scheduler(opt, lr_factor(cfg), base_lr=cfg.lr, step=start, base_in_groups=False)
     t0 = time.time()
     with progress_bar(progress) as bar:
         task = bar.add_task("train-segmenter", total=cfg.steps, completed=start, info="")
@@ -81,15 +102,12 @@ def train_segmenter(model: Segmenter, images: np.ndarray, masks: np.ndarray, cfg
             model.train()
             rng = np.random.default_rng([cfg.seed, step])
             idx = rng.integers(0, n, cfg.batch_size)
-            x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2)
-            y = torch.from_numpy(masks[idx].astype(np.int64))
+            batch_images, batch_masks = images[idx], masks[idx]
             if cfg.flip:
-                flip = torch.from_numpy(rng.random(cfg.batch_size) < 0.5)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                y = torch.where(flip[:, None, None], y.flip(-1), y)
-            if cfg.cosine:
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+                batch_images, batch_masks = flipped(batch_images, batch_masks, rng.random(cfg.batch_size) < 0.5)
+            x = torch.from_numpy(batch_images).permute(0, 3, 1, 2)
+            y = torch.from_numpy(batch_masks.astype(np.int64))
+            set_step(schedule, step)
             loss = F.cross_entropy(model(x.to(device)), y.to(device), ignore_index=model.cfg.ignore_label)
             opt.zero_grad(set_to_none=True)
             loss.backward()

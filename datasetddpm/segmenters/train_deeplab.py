@@ -7,7 +7,8 @@ augmentation is seeded by (seed, epoch, pair index): the batches of an epoch are
 the number of loader workers, and a resumed epoch repeats them exactly.
 
 `batch_size` is per process (per GPU), the DDP convention: G GPUs at --batch-size 8 train on global
-batches of 8 G. The epoch is chosen by mIoU on the real labelled training images (as in the paper).
+batches of 8 G. The epoch is chosen by mIoU on the real labelled training images (as in the paper), or,
+with --val-split K, on K of them held out of the real images mixed in (`split_validation`).
 After every epoch the full training state (model, optimiser, AMP gradient scaler, best epoch) is saved
 atomically, so rerunning the command resumes at the next epoch and ends with the same weights as an
 uninterrupted run.
@@ -35,14 +36,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import DatasetDDPMError, OptionError
-from ..io import json_tensor, load_tensors, save_tensors, tensor_json, write_json
+from ..hooks import Figures, current_figures
+from ..io import json_tensor, load_tensors, read_jsonl, save_tensors, tensor_json, write_json
 from ..progress import progress_bar
+from ..schedules import DECAYS, decay_over_run, set_step, step_scheduler
 from ..rundir import (CONFIG_FILE, LOG_FILE, STATE_FILE, append_log, check_resume, model_state,
                       restore_model_state)
 from .metrics import confusion_matrix, mean_iou
 from .model import ARCHITECTURES, Segmenter, SegmenterConfig, create_segmenter, predict, save_segmenter
 
-LR_SCHEDULES = ("constant", "cosine", "poly")
+LR_SCHEDULES = DECAYS
 RESUME_SHOWN = ("world", "amp", "amp_dtype")  # named when a resume is refused: the settings a rerun most often changes
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FAULT_ENV = "DATASETDDPM_DEEPLAB_FAULT_AFTER_STEPS"  # tests: SIGKILL rank 0 after N steps of this process
@@ -66,6 +69,7 @@ class DeepLabTrainConfig:
     sync_bn: bool = False  # SyncBatchNorm: BatchNorm statistics over the global batch (several GPUs)
     encoder_weights: str = ""  # local encoder state dict loaded before training; "" = random encoder
     encoder_weights_sha256: str = ""  # its digest: the resume key names the weights, not their path
+    val_split: int = 0  # --val-split K: K of the --real images held out, the epoch chosen on them; 0: all of --val
 
     def validate(self, world: int = 1) -> None:
         if self.epochs < 1:
@@ -81,6 +85,8 @@ class DeepLabTrainConfig:
             raise OptionError("--loader-workers", f"must be >= 0, got {self.loader_workers}")
         if self.real and not 0 < self.real_fraction < 1:
             raise OptionError("--real-fraction", f"must be in (0, 1), got {self.real_fraction}")
+        if self.val_split < 0:
+            raise OptionError("--val-split", f"must be >= 0 (0: choose on all of --val), got {self.val_split}")
         if self.sync_bn and world < 2:
             raise OptionError("--sync-bn", "needs several processes (--gpus G or torchrun): one process's BatchNorm "
                                            "already sees its whole batch")
@@ -103,7 +109,7 @@ class DeepLabTrainConfig:
             d["amp_dtype"] = dtype
         if self.encoder_weights and not self.encoder_weights_sha256:
             raise ValueError("encoder_weights without its sha256: resolve it first (resolve_encoder_weights)")
-        for key in ("sync_bn", "encoder_weights", "encoder_weights_sha256"):  # keys of runs made before them
+        for key in ("sync_bn", "encoder_weights", "encoder_weights_sha256", "val_split"):  # keys of earlier runs
             if not d[key]:
                 d.pop(key)
         d.pop("encoder_weights", None)  # the path: the digest names the weights wherever they lie
@@ -115,6 +121,14 @@ class DeepLabTrainConfig:
         if not d["real"]:  # synthetic-only runs keep the key they had before --real existed
             d.pop("real"), d.pop("real_fraction")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def record(self) -> dict:
+        """The config as the run's JSON files record it: without `val_split` when unused, so a default run
+        writes the files it wrote before the option existed."""
+        d = asdict(self)
+        if not d["val_split"]:
+            d.pop("val_split")
+        return d
 
 
 def legacy_amp_dtype(device_type: str) -> str:
@@ -174,15 +188,48 @@ def mixed_real(labelled: str | Path, fraction: float) -> dict:
     return dict(real=str(Path(labelled).resolve()), real_fraction=fraction) if fraction else {}
 
 
+def held_out_indices(n: int, count: int, seed: int) -> list[int]:
+    """Which `count` of `n` real images (in file order) --val-split keeps out of training: a draw of its own
+    seed stream (`seeds.STREAMS["val-split"]`), the same for a seed on every machine, in file order."""
+    from ..seeds import stream_seed
+    return sorted(np.random.default_rng(stream_seed(seed, "val-split", 0)).permutation(n)[:count].tolist())
+
+
+def split_validation(val, mixed, cfg: DeepLabTrainConfig):
+    """(validation set, set to mix in) for the run: `val` and `mixed` (LabelledSets of --val and --real, or
+    None) as given without --val-split; with --val-split K, K of the real images chosen by `held_out_indices`
+    to validate on and the others to mix in. Checked before anything is written: K leaves one image or more to
+    train on, and --real names the --val images (otherwise those were never trained on already)."""
+    if not cfg.val_split:
+        return val, mixed
+    if mixed is None or [p.resolve() for p in mixed.paths] != [p.resolve() for p in val.paths]:
+        raise OptionError("--val-split", "holds out some of the images --real mixes in: give --real the same "
+                                         "folder as --val (with another --real, or none, the --val images are "
+                                         "never trained on and all of them choose the epoch)")
+    if cfg.val_split >= len(val):
+        raise OptionError("--val-split", f"{cfg.val_split} held-out images leave none of the {len(val)} real "
+                                         f"images to train on: hold out fewer than {len(val)}")
+    held = held_out_indices(len(val), cfg.val_split, cfg.seed)
+    rest = [i for i in range(len(val)) if i not in set(held)]
+
+    def subset(labelled, idx):
+        return replace(labelled, images=labelled.images[idx], masks=labelled.masks[idx],
+                       paths=[labelled.paths[i] for i in idx])
+    return subset(val, held), subset(mixed, rest)
+
+
 def lr_at(cfg: DeepLabTrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of optimisation step `step` (0-based) of `total_steps`: a function of the step
     alone, so a resumed run sets exactly the rates an uninterrupted one would (no scheduler state)."""
-    done = min(step / max(total_steps, 1), 1.0)
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + float(np.cos(np.pi * done)))
-    if cfg.lr_schedule == "poly":
-        return cfg.lr * (1.0 - done) ** 0.9
-    return cfg.lr
+    return cfg.lr * decay_over_run(cfg.lr_schedule, step, total_steps)
+
+
+def lr_scheduler(opt: torch.optim.Optimizer, cfg: DeepLabTrainConfig, steps_per_epoch: int, start_epoch: int):
+    """The run's LambdaLR (`schedules.step_scheduler`) at its first step; the optimiser's param groups keep
+    the keys of states saved before it (no `initial_lr`)."""
+    total = cfg.epochs * steps_per_epoch
+    return step_scheduler(opt, lambda step: decay_over_run(cfg.lr_schedule, step, total), base_lr=cfg.lr,
+                          step=start_epoch * steps_per_epoch, base_in_groups=False)
 
 
 def _augmenter(ignore_label: int):
@@ -294,17 +341,16 @@ def save_state(path: Path, run: _Run, epoch: int) -> None:
 
 
 def train_one_epoch(run: _Run, loader: DataLoader, device: torch.device, amp_dtype: str, ignore_label: int,
-                    on_step, lr_of_step=None) -> list[float]:
-    """One pass over `loader` (autocast to `amp_dtype` unless ""); `lr_of_step(i)` (optional) sets the rate
-    of the epoch's i-th step."""
+                    on_step, schedule=None, first_step: int = 0) -> list[float]:
+    """One pass over `loader` (autocast to `amp_dtype` unless ""); `schedule` (optional, a LambdaLR of the
+    run's steps) sets the rate of the epoch's i-th step, the run's step `first_step` + i, before it."""
     fault_after = int(os.environ.get(FAULT_ENV, "0"))
     run.model.train()
     losses = []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if lr_of_step is not None:
-            for group in run.opt.param_groups:
-                group["lr"] = lr_of_step(len(losses))
+        if schedule is not None:  # before the step, as the rate was always set: saved states keep their bytes
+            set_step(schedule, first_step + len(losses))
         with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp_dtype), enabled=bool(amp_dtype)):
             loss = F.cross_entropy(run.net(x).float(), y, ignore_index=ignore_label)
         run.opt.zero_grad(set_to_none=True)
@@ -328,9 +374,14 @@ def validate(model: Segmenter, val_images: np.ndarray, val_masks: np.ndarray, de
 def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir: str | Path,
                   cfg: DeepLabTrainConfig, *, num_classes: int, ignore_label: int = 255,
                   class_names: tuple[str, ...] = (), data_key: str = "", device: str | torch.device = "cpu",
-                  amp: bool | str = False, progress: bool = True) -> dict:
+                  amp: bool | str = False, progress: bool = True, held_out: tuple[str, ...] = (),
+                  pairs_checked: bool = False, figures: Figures | None = None) -> dict:
     """Train on `pairs` (indexable (image, mask) arrays, e.g. `GeneratedPairs`); keep the epoch with the
-    best mIoU on the validation (real) images.
+    best mIoU on the validation (real) images. `held_out`: their file names when --val-split chose them
+    (recorded in the run's config); `val_images` may be None on ranks other than 0, which never validate.
+    `pairs_checked`: the caller ran `check_pairs` on these pairs already (`train_deeplab_run` does, before
+    any worker starts), so this process builds no model for it. `figures` draws the training curves after
+    each epoch (default: the ones installed by the command, `hooks.current_figures`).
 
     Inside a torch.distributed process group this is data-parallel (DDP): each rank trains on its
     DistributedSampler share with `batch_size` images a step; rank 0 validates, saves and shows
@@ -343,15 +394,15 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
     out = Path(out_dir)
     check_resume(out, run_hash, shown=RESUME_SHOWN, can_overwrite=False)
     seg_cfg = segmenter_config(cfg, num_classes, ignore_label, class_names)
-    check_pairs(pairs, cfg, seg_cfg, world)
+    if not pairs_checked:
+        check_pairs(pairs, cfg, seg_cfg, world)
     if rank == 0:
-        write_json(out / CONFIG_FILE, {"hash": run_hash, "config": asdict(cfg), "data": data_key, "world": world,
-                                       "amp": bool(amp), "amp_dtype": amp or None,
-                                       "global_batch_size": cfg.batch_size * world})
+        _write_config(out, run_hash, cfg, data_key, world, amp, held_out)
     run = build(cfg, seg_cfg, device, amp, distributed)
     restore(run, out / STATE_FILE)
     dataset = AugmentedPairs(pairs, augment=cfg.augment, seed=cfg.seed, ignore_label=ignore_label)
     steps_per_epoch = len(dataset) // world // cfg.batch_size
+    schedule = lr_scheduler(run.opt, cfg, steps_per_epoch, run.start_epoch)
     with progress_bar(progress and rank == 0) as bar:
         task = bar.add_task("train-deeplab", total=cfg.epochs * steps_per_epoch,
                             completed=run.start_epoch * steps_per_epoch, info="")
@@ -361,18 +412,41 @@ def train_deeplab(pairs, val_images: np.ndarray, val_masks: np.ndarray, out_dir:
 
             def on_step(losses, epoch=epoch):
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {np.mean(losses[-20:]):.3f} "
-                                                 f"best {100 * run.best['miou']:.1f}")
-
-            def lr_of_step(i, epoch=epoch):
-                return lr_at(cfg, epoch * steps_per_epoch + i, cfg.epochs * steps_per_epoch)
+                                                 f"best{' held-out' if held_out else ''} {best_shown(run.best)}")
             loader = make_loader(dataset, cfg, epoch, rank, world, pin_memory=device.type == "cuda")
-            losses = train_one_epoch(run, loader, device, amp, ignore_label, on_step, lr_of_step)
+            losses = train_one_epoch(run, loader, device, amp, ignore_label, on_step, schedule, epoch * steps_per_epoch)
             if rank == 0:
                 miou = validate(run.model, val_images, val_masks, device, num_classes, ignore_label)
-                _end_epoch(run, out, cfg, epoch, miou, losses, time.time() - t0)
+                _end_epoch(run, out, cfg, epoch, miou, losses, time.time() - t0, figures or current_figures())
             if distributed:
                 dist.barrier()
     return {"best_epoch": run.best["epoch"], "best_val_miou": run.best["miou"], "epochs": cfg.epochs}
+
+
+def _write_config(out: Path, run_hash: str, cfg: DeepLabTrainConfig, data_key: str, world: int, amp: str,
+                  held_out: tuple[str, ...]) -> None:
+    record = {"hash": run_hash, "config": cfg.record(), "data": data_key, "world": world, "amp": bool(amp),
+              "amp_dtype": amp or None, "global_batch_size": cfg.batch_size * world}
+    if held_out:  # which real images chose the epoch and were never trained on
+        record["val_held_out"] = list(held_out)
+    write_json(out / CONFIG_FILE, record)
+
+
+def chosen_on(val_images: int, held_out: bool, also_trained: bool) -> str:
+    """What the printed best score was measured on, said plainly: a score on images the segmenter also
+    trained on reads several points above its test score."""
+    if held_out:
+        return f"{val_images} held-out real images, never trained on"
+    if also_trained:
+        return (f"the {val_images} real images of --val, also trained on (--real): optimistic; --val-split K "
+                f"chooses on K held-out ones")
+    return f"the {val_images} real images of --val"
+
+
+def best_shown(best: dict) -> str:
+    """The progress line's best validation mIoU in %; "-" until an epoch has been validated (the state
+    starts at mIoU -1, which would read as "best -100.0")."""
+    return "-" if best["epoch"] < 0 else f"{100 * best['miou']:.1f}"
 
 
 def segmenter_config(cfg: DeepLabTrainConfig, num_classes: int, ignore_label: int,
@@ -408,15 +482,15 @@ def check_pairs(pairs, cfg: DeepLabTrainConfig, seg_cfg: SegmenterConfig, world:
 
 
 def _end_epoch(run: _Run, out: Path, cfg: DeepLabTrainConfig, epoch: int, miou: float, losses: list[float],
-               seconds: float) -> None:
+               seconds: float, figures: Figures) -> None:
     """Rank 0 after an epoch: the best model, the log line, the curves, then the state (the commit point:
     a kill before it redoes the epoch and rewrites the same files)."""
-    from ..reporting.figures import plot_training_log
     if miou > run.best["miou"]:
         run.best = {"miou": miou, "epoch": epoch}
-        save_segmenter(out / "best", run.model, {"training": {"epoch": epoch, "val_miou": miou, **asdict(cfg)}})
+        save_segmenter(out / "best", run.model, {"training": {"epoch": epoch, "val_miou": miou, **cfg.record()}})
     append_log(out / LOG_FILE, {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": miou,
                                 "seconds": round(seconds, 1)}, key="epoch")
-    plot_training_log(out / LOG_FILE, out / "training_curves.png", f"train-deeplab: {cfg.arch} {cfg.encoder}")
+    figures.training_curves(read_jsonl(out / LOG_FILE), out / "training_curves.png",
+                            f"train-deeplab: {cfg.arch} {cfg.encoder}")
     save_state(out / STATE_FILE, run, epoch + 1)
 

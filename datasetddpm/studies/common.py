@@ -33,14 +33,15 @@ def write_study_config(out: str | Path, config: dict, *,
     write_json(path, config)
 
 
-def write_study(out: str | Path, report: dict, markdown, figure) -> None:
-    """A study's three outputs in `out`: study.json (the report), study.md (its table, `markdown(report)`)
-    and study.png (its picture, `figure(report)`), the JSON last: a folder holding it is complete."""
-    from ..reporting.figures import save_figure
+def write_study(out: str | Path, report: dict, markdown, view: str) -> None:
+    """A study's outputs in `out`: study.json (the report), study.md (its table, `markdown(report)`) and,
+    through the installed figures (`hooks`), study.png (the picture of result view `view`), the JSON last:
+    a folder holding it is complete."""
+    from ..hooks import current_figures
     from ..io import atomic_path, write_json
     with atomic_path(Path(out) / "study.md") as tmp:
         tmp.write_text(markdown(report))
-    save_figure(figure(report), Path(out) / "study.png")
+    current_figures().study_picture(view, report, Path(out) / "study.png")
     write_json(Path(out) / "study.json", report)
 
 
@@ -88,7 +89,7 @@ def first_samples(base: str | Path, target: str | Path, n: int) -> Path:
     from ..ensemble.model import load_ensemble
     from ..io import read_json
     from ..pipeline.config import SampleConfig, claim_manifest
-    from ..pipeline.shards import ShardStore, sample_name
+    from ..data.shards import ShardStore, sample_name
     base, target = Path(base), Path(target)
     cfg = SampleConfig(**read_json(base / "manifest.json")["config"])
     if n == cfg.n:

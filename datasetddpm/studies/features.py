@@ -170,7 +170,7 @@ def run_features_study(out_dir: str | Path, data: str | Path, cfg: FeaturesStudy
     report = {"study": "features", "model": problem.model, "train_images": len(train), "test_images": len(test),
               "class_split": split, "grid": grid_summary(cells, blocks, cfg, problem, split),
               "noise": noise_summary(noise, problem, split, cfg), **provenance()}
-    write_study(out, report, features_markdown, features_figure)
+    write_study(out, report, features_markdown, "features")
     return report
 
 
@@ -249,31 +249,3 @@ def features_markdown(report: dict) -> str:
                   f"{100 * d['ci_high']:+.1f}] mIoU (95 % CI over test images and seeds"
                   + (")." if d["significant"] else "; not significant).")]
     return "\n".join(lines) + "\n"
-
-
-def features_figure(report: dict):
-    """Three heatmaps (steps x blocks, mIoU in %): all, small and large classes, the best cell boxed."""
-    from matplotlib.patches import Rectangle
-    from ..reporting.figures import new_figure
-    grid = report["grid"]
-    nb, ns = len(grid["blocks"]), len(grid["steps"])
-    fig = new_figure(3 * (1.6 + 0.6 * nb), 1.2 + 0.45 * ns)
-    axes = fig.subplots(1, 3)
-    for ax, g in zip(axes, GROUPS):
-        values = np.array([[np.nan if v is None else 100 * v for v in row] for row in grid["miou"][g]])
-        im = ax.imshow(values, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(nb), [str(b) for b in grid["blocks"]])
-        ax.set_yticks(range(ns), [str(s) for s in grid["steps"]])
-        ax.set_title(f"{g} classes")
-        ax.set_xlabel("decoder block (deep -> shallow)")
-        for i in range(ns):
-            for j in range(nb):
-                ax.text(j, i, "" if np.isnan(values[i, j]) else f"{values[i, j]:.0f}", ha="center", va="center",
-                        color="w", fontsize=7)
-        if g in grid["best"]:
-            best = grid["best"][g]
-            i, j = grid["steps"].index(best["step"]), grid["blocks"].index(best["block"])
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-        fig.colorbar(im, ax=ax, label="mIoU (%)")
-    axes[0].set_ylabel("diffusion step t")
-    return fig

@@ -27,7 +27,7 @@ from ..errors import OptionError
 from ..pipeline.config import SampleConfig
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import sample_run
-from .common import SegmenterChoice, deeplab_over_seeds, seed_count, segmenter_name, segmenter_note, write_study
+from .common import SegmenterChoice, deeplab_over_seeds, segmenter_note, write_study
 from .common import write_study_config
 from .stats import auroc, hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
@@ -125,7 +125,7 @@ def run_filter_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
     finalize_run(run, drop_fraction=0.1)  # leave the run as the pipeline's default filter makes it
     report = {"labels": quality, "deeplab": rows, "test_images": len(test), "deeplab_seeds": list(cfg.deeplab_seeds),
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
-    write_study(out, report, filter_markdown, filter_figure)
+    write_study(out, report, filter_markdown, "filter")
     return report
 
 
@@ -143,20 +143,3 @@ def filter_markdown(report: dict) -> str:
         lines.append(f"| {100 * r['drop']:.0f} % | {r['pairs']} | {100 * q['label_miou_by_drop'][key]:.1f} | "
                      f"{100 * r['deeplab_miou_mean']:.1f} ± {100 * r['deeplab_miou_std']:.1f} | {delta} |")
     return "\n".join(lines) + "\n" + segmenter_note(report)
-
-
-def filter_figure(report: dict):
-    """DeepLab mIoU over seeds at each drop fraction, and the oracle-measured mIoU of the kept labels."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    q, rows = report["labels"], report["deeplab"]
-    name = {key: f"drop {100 * r['drop']:.0f} % ({r['pairs']} pairs)" for key, r in rows.items()}
-    seeds = len(report["deeplab_seeds"])
-    deeplab = Panel(f"{segmenter_name(report)} on the kept pairs, {report['test_images']} real test images, "
-                    f"{seed_count(seeds)} (Δ: vs no drop, 95 % CI)",
-                    [Bar(name[k], r["deeplab_miou_per_seed"], interval_text(r.get("vs_no_drop"), none=""))
-                     for k, r in rows.items()])
-    labels = Panel("the kept labels against the oracle's masks of the same samples",
-                   [Bar(name[k], [q["label_miou_by_drop"][k]], colour="C2") for k in rows])
-    return bars_figure([deeplab, labels], f"Filter study: {q['samples']} samples; JS finds wrong pixels with AUROC "
-                                          f"{q['pixel_auroc_wrong_labels']:.3f}, the worse half of the images with "
-                                          f"{q['image_auroc_worse_half']:.3f}")

@@ -73,7 +73,7 @@ def run_labelled_count_study(out_dir: str | Path, data: str | Path, cfg: Labelle
                             "miou_std": float(np.std(mious)), "runs": runs}
     report = {"study": "labelled-count", "test_images": len(test), "seeds": list(cfg.seeds), "rows": rows,
               **provenance()}
-    write_study(out, report, labelled_count_markdown, labelled_count_figure)
+    write_study(out, report, labelled_count_markdown, "labelled-count")
     return report
 
 
@@ -84,12 +84,3 @@ def labelled_count_markdown(report: dict) -> str:
         lines.append(f"| {r['labelled_images']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
                      + ", ".join(f"{100 * x['miou']:.1f}" for x in r["runs"]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def labelled_count_figure(report: dict):
-    """Direct-mode mIoU against the number of labelled images, each seed a dot."""
-    from ..reporting.study_plots import curve_figure
-    rows = list(report["rows"].values())
-    return curve_figure([r["labelled_images"] for r in rows], [[x["miou"] for x in r["runs"]] for r in rows],
-                        title=f"Direct mode against labelled images ({report['test_images']} real test images)",
-                        xlabel="labelled images (log scale)")

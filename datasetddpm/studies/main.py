@@ -28,7 +28,7 @@ import numpy as np
 
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
-from .common import seed_count, write_study, write_study_config
+from .common import write_study, write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 DIRECT, COLOUR, DDPM = "direct DDPM", "colour RGB-3x3", "DatasetDDPM"
@@ -205,7 +205,7 @@ def run_main_study(out_dir: str | Path, data: str | Path, cfg: MainStudyConfig, 
     confusions = {row: np.stack([study.score(seed, row) for seed in cfg.seeds]) for row in cfg.rows()}
     report = main_report(cfg, confusions, study.test)
     report.update(provenance())
-    write_study(out, report, main_markdown, main_figure)
+    write_study(out, report, main_markdown, "main")
     return report
 
 
@@ -261,22 +261,3 @@ def main_markdown(report: dict) -> str:
     if notes:
         lines += ["", "DeepLab rows: " + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
-
-
-def main_figure(report: dict):
-    """Each row's mIoU over seeds; DeepLab rows in orange with their difference to their labeller."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    bars = []
-    for row, r in report["rows"].items():
-        if "vs_labeller" in r:
-            note, colour = interval_text(r["vs_labeller"]) + " vs its labeller", "C1"
-        elif "vs_datasetddpm_paper" in r:
-            note, colour = interval_text(r["vs_datasetddpm_paper"]) + " vs DatasetDDPM (paper protocol)", "C1"
-        else:
-            note, colour = "", "C7" if row == COLOUR else "C0"
-        bars.append(Bar(row, r["miou_per_seed"], note, colour))
-    seeds = len(report["seeds"])
-    panel = Panel(f"{report['test_images']} real test images; blue: direct mode, orange: a segmenter trained on "
-                  f"{report['pairs']} kept synthetic pairs", bars)
-    return bars_figure([panel], f"Main study: mIoU, mean ± std over {seed_count(seeds)} "
-                                "(dots: seeds; Δ: 95 % CI)")

@@ -27,7 +27,7 @@ import numpy as np
 from ..data.folders import read_labelled, resolve_split
 from ..errors import OptionError
 from ..segmenters.metrics import iou_per_class
-from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, first_samples, seed_count
+from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, copy_run, deeplab_over_seeds, first_samples
 from .common import write_study, write_study_config
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, interval_text, miou_of
@@ -91,7 +91,7 @@ def run_mining_study(out_dir: str | Path, ensemble: str | Path, data: str | Path
                                              device=dev, progress=progress, **cfg.segmenter_fields(data))
     report = mining_report(cfg, confusions, cards, names, prefer, len(test))
     report.update(provenance())
-    write_study(out, report, mining_markdown, mining_figure)
+    write_study(out, report, mining_markdown, "mining")
     return report
 
 
@@ -143,19 +143,3 @@ def mining_markdown(report: dict) -> str:
         tail.append("mined minus default filter: " + ", ".join(
             f"{c} {100 * v:+.1f}" for c, v in report["preferred_iou_difference_vs_default_filter"].items()) + " points")
     return "\n".join(lines) + "\n\n" + "; ".join(tail) + ".\n" + segmenter_note(report)
-
-
-def mining_figure(report: dict):
-    """mIoU over seeds for each way of keeping pairs, and the preferred classes' IoU."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    arms, pref = report["arms"], report["prefer_classes"]
-    seeds = len(report["deeplab_seeds"])
-    first = "vs_default_filter" if DEFAULT in arms else "vs_least_uncertain"
-    overall = Panel(f"mIoU, {report['test_images']} real test images, {seed_count(seeds)} "
-                    f"(Δ: {first[3:].replace('_', ' ')}, 95 % CI)",
-                    [Bar(arm, r["miou_per_seed"], interval_text(r.get(first), none="")) for arm, r in arms.items()])
-    classes = Panel(f"IoU of the preferred classes ({', '.join(pref)}), mean over seeds",
-                    [Bar(f"{arm}: {c}", [r["iou_mean"][c]], colour="C2") for arm, r in arms.items() for c in pref],
-                    axis="IoU (%)")
-    return bars_figure([overall, classes], f"Mining study: {report['pairs']} pairs kept by each arm "
-                                           f"({segmenter_name(report)})")

@@ -213,7 +213,7 @@ def run_precision_study(out_dir: str | Path, ensemble: str | Path, data: str | P
               "cuda_default": CUDA_DEFAULT_PRECISION,
               "cuda_default_supported": _supported(CUDA_DEFAULT_PRECISION, recommended, rows),
               **provenance()}
-    write_study(out, report, precision_markdown, precision_figure)
+    write_study(out, report, precision_markdown, "precision")
     return report
 
 
@@ -275,24 +275,3 @@ def _verdict_text(report: dict) -> str:
             + {True: "supports", False: "does not support", None: "leaves untested"}[report["cuda_default_supported"]]
             + f". Autocast on {report['device']}: its reduced-precision kernels, not a GPU's. Sampling time against "
               f"fp32 on this machine: {speed}.")
-
-
-def precision_figure(report: dict):
-    """Each precision's test-label mIoU, its sample labels' mIoU against the oracle, and its label agreement."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    sides, rows = report["precisions"], report["versus_fp32"]
-
-    def note(p, part, key):
-        return _interval(rows[p][part][key]) if p in rows else ""
-    test = Panel(f"labels of {report['test_images']} real test images, mIoU vs ground truth (Δ: vs fp32, 95 % CI)",
-                 [Bar(p, [s["test_miou"]], note(p, "test", "miou_difference")) for p, s in sides.items()])
-    samples = Panel(f"ensemble labels of {report['samples']} samples ({report['sampler']}-{report['sampling_steps']}, "
-                    "each sampled and labelled at its precision), mIoU vs the oracle's masks (Δ: vs fp32, 95 % CI)",
-                    [Bar(p, [s["sample_label_miou"]], note(p, "samples", "label_miou_difference"))
-                     for p, s in sides.items()])
-    agreement = Panel("pixel agreement of the ensemble's labels with its fp32 labels (test images; samples)",
-                      [Bar(f"{p}, {part}", [rows[p][part][key]], colour="C1") for p in rows
-                       for part, key in (("test", "pixel_agreement"), ("samples", "label_agreement"))],
-                      axis="pixels (%)")
-    return bars_figure([test, samples, agreement], f"Precision study: reduced-precision autocast vs fp32 on "
-                                                   f"{report['device']} (recommended: {report['recommended']})")

@@ -21,7 +21,6 @@ from ..data.images import list_images
 from ..errors import OptionError
 from ..segmenters.metrics import iou_per_class
 from .common import QUICK_SAMPLE_AND_DEEPLAB, SampleAndDeepLab, deeplab_over_seeds, write_study, write_study_config
-from .common import seed_count
 from .common import mean_std as _mean_std, seeds_text as _seeds, segmenter_name, segmenter_note
 from .stats import hierarchical_bootstrap, interval_text, miou_of
 
@@ -108,7 +107,7 @@ def run_real_images_study(out_dir: str | Path, ensemble: str | Path, data: str |
     report = {"study": "real-images", "pairs": cfg.pairs, "deeplab_seeds": list(cfg.deeplab_seeds),
               "test_images": len(test), "arms": _arms(confusions, names, cfg),
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
-    write_study(out, report, real_images_markdown, real_images_figure)
+    write_study(out, report, real_images_markdown, "real-images")
     return report
 
 
@@ -135,14 +134,3 @@ def real_images_markdown(report: dict) -> str:
         lines.append(f"| {arm} | {r['pairs']} | {_mean_std(r, report)} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
     return "\n".join(lines) + "\n" + segmenter_note(report)
-
-
-def real_images_figure(report: dict):
-    """mIoU over seeds of the segmenter trained on each arm's pairs."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    seeds = len(report["deeplab_seeds"])
-    bars = [Bar(f"{arm} ({r['pairs']} pairs)", r["miou_per_seed"], interval_text(r.get("vs_synthetic"), none=""))
-            for arm, r in report["arms"].items()]
-    panel = Panel(f"{report['test_images']} real test images, {seed_count(seeds)} "
-                  "(Δ: vs synthetic, 95 % CI)", bars)
-    return bars_figure([panel], f"Real-images study: {segmenter_name(report)} trained on ensemble-labelled pairs")

@@ -33,7 +33,7 @@ from ..pipeline.config import SampleConfig, sample_seed
 from ..pipeline.finalize import finalize_run
 from ..pipeline.generate import label_run, sample_run
 from ..segmenters.model import load_segmenter
-from .common import SegmenterChoice, deeplab_over_seeds, seed_count, segmenter_name, segmenter_note, write_study
+from .common import SegmenterChoice, deeplab_over_seeds, segmenter_note, write_study
 from .common import write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of, paired_bootstrap, per_item_confusions
 
@@ -147,7 +147,7 @@ def run_sampler_study(out_dir: str | Path, ensemble: str | Path, data: str | Pat
               "deeplab_seeds": list(cfg.deeplab_seeds),
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale),
               "rows": _compare_to_baseline(out, cfg, rows, timing, ignore), **provenance()}
-    write_study(out, report, study_markdown, samplers_figure)
+    write_study(out, report, study_markdown, "samplers")
     return report
 
 
@@ -212,19 +212,3 @@ def study_markdown(report: dict) -> str:
                      f"{100 * r['label_miou_all']:.1f} | {interval_text(r.get('label_miou_vs_baseline'))} | "
                      f"{100 * r['deeplab_miou']:.1f}{spread} | {interval_text(r.get('deeplab_miou_vs_baseline'))} |")
     return "\n".join(lines) + "\n" + segmenter_note(report)
-
-
-def samplers_figure(report: dict):
-    """DeepLab mIoU over seeds and label mIoU against the oracle, for each sampler."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    rows = report["rows"]
-    name = {s: f"{s} ({r['unet_evaluations']} evals)" for s, r in rows.items()}
-    seeds = len(report.get("deeplab_seeds", [0]))
-    deeplab = Panel(f"{segmenter_name(report)} on each sampler's kept pairs, {report['test_images']} real test images, "
-                    f"{seed_count(seeds)} (Δ: vs {report['baseline']}, 95 % CI)",
-                    [Bar(name[s], r["deeplab_miou_per_seed"], interval_text(r.get("deeplab_miou_vs_baseline"), none=""))
-                     for s, r in rows.items()])
-    labels = Panel(f"the ensemble's labels of {report['samples']} samples against the oracle's masks",
-                   [Bar(name[s], [r["label_miou_all"]], interval_text(r.get("label_miou_vs_baseline"), none=""), "C2")
-                    for s, r in rows.items()])
-    return bars_figure([deeplab, labels], "Samplers study: the same sample seeds under each sampler")

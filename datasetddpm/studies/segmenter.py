@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from .common import seed_count, write_study, write_study_config
+from .common import write_study, write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of
 
 # name -> (what it changes, the DeepLabTrainConfig fields it sets beside the baseline's)
@@ -122,7 +122,7 @@ def run_segmenter_study(out_dir: str | Path, run: str | Path, data: str | Path, 
             rows[name]["vs_baseline"] = hierarchical_bootstrap(base, cms, ignore_label=ignore, resamples=cfg.bootstrap)
     report = {"study": "segmenter", "pairs": card["counts"]["kept"], "test_images": len(test),
               "deeplab_seeds": list(cfg.deeplab_seeds), "rows": rows, **provenance()}
-    write_study(out, report, segmenter_markdown, segmenter_figure)
+    write_study(out, report, segmenter_markdown, "segmenter")
     return report
 
 
@@ -141,14 +141,3 @@ def segmenter_markdown(report: dict) -> str:
         lines.append(f"| {r['what']} | {r['epochs']} | {mean_std(r, report)} | {delta} | "
                      f"{r['train_seconds_mean']:.0f} | " + " | ".join(f"{100 * r['iou'][c]:.0f}" for c in names) + " |")
     return "\n".join(lines) + "\n"
-
-
-def segmenter_figure(report: dict):
-    """mIoU over seeds for each segmenter setting."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    seeds = len(report["deeplab_seeds"])
-    bars = [Bar(f"{name} ({r['epochs']} epochs)", r["miou_per_seed"], interval_text(r.get("vs_baseline"), none=""))
-            for name, r in report["rows"].items()]
-    panel = Panel(f"{report['pairs']} kept pairs, {report['test_images']} real test images, "
-                  f"{seed_count(seeds)} (Δ: vs the first setting, 95 % CI)", bars)
-    return bars_figure([panel], "Segmenter study")

@@ -23,7 +23,7 @@ from ..errors import OptionError
 from ..io import read_json, write_json
 from ..segmenters.metrics import iou_per_class
 from ..seeds import stream_seed
-from .common import seed_count, train_and_test, write_study, write_study_config
+from .common import train_and_test, write_study, write_study_config
 from ..suggest import choose
 from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
@@ -102,7 +102,7 @@ def run_suggest_study(out_dir: str | Path, data: str | Path, cfg: SuggestStudyCo
             confusions[arm].append(np.load(_npy(saved)))
     report = _report(cfg, runs, {a: np.stack(c) for a, c in confusions.items()}, problem, len(test))
     report.update(provenance())
-    write_study(out, report, suggest_markdown, suggest_figure)
+    write_study(out, report, suggest_markdown, "suggest")
     return report
 
 
@@ -141,16 +141,3 @@ def suggest_markdown(report: dict) -> str:
         lines.append(f"| {arm} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | {delta} | "
                      + " | ".join(f"{100 * v:.0f}" for v in r["iou_mean"].values()) + " |")
     return "\n".join(lines) + "\n"
-
-
-def suggest_figure(report: dict):
-    """Direct-mode mIoU over seeds after each arm's additions; the start set's mean as a dashed line."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    seeds = len(report["seeds"])
-    bars = [Bar(arm, r["miou_per_seed"], interval_text(r.get("vs_random"), none=""))
-            for arm, r in report["arms"].items()]
-    panel = Panel(f"{report['test_images']} real test images, {seed_count(seeds)} "
-                  "(Δ: vs random, 95 % CI)", bars,
-                  reference=(f"start: {report['start']} random images", report["start_miou_mean"]))
-    return bars_figure([panel], f"Suggest study: {report['start']} labelled images + {report['add']} chosen by "
-                                "each arm")

@@ -108,7 +108,7 @@ def run_synthetic_size_study(out_dir: str | Path, ensemble: str | Path, data: st
               "test_images": len(test), "budget": {"rule": cfg.budget, "text": BUDGETS[cfg.budget].format(
                   epochs=cfg.deeplab_epochs)}, "rows": rows, "saturates_at": saturation(rows),
               "segmenter": cfg.segmenter_report(cfg.deeplab_epochs, cfg.input_scale), **provenance()}
-    write_study(out, report, synthetic_size_markdown, synthetic_size_figure)
+    write_study(out, report, synthetic_size_markdown, "synthetic-size")
     return report
 
 
@@ -178,17 +178,3 @@ def synthetic_size_markdown(report: dict) -> str:
     else:
         tail = f"Every step up in size is a significant gain: no saturation up to {last} pairs."
     return "\n".join(lines) + f"\n\n{tail}\n" + segmenter_note(report)
-
-
-def synthetic_size_figure(report: dict):
-    """mIoU (%) against kept pairs on a log axis: each seed's score as a dot, the mean with its std as
-    error bars; a hollow marker where a step up is not a significant gain over the previous size."""
-    from ..reporting.study_plots import curve_figure
-    rows = list(report["rows"].values())
-    budget = (f"{report['segmenter']['epochs']} epochs each" if report["budget"]["rule"] == "epochs"
-              else "the largest set's optimisation steps each")
-    return curve_figure([r["pairs"] for r in rows], [r["miou_per_seed"] for r in rows],
-                        title=f"{segmenter_name(report)}, {budget}", xlabel="kept synthetic pairs",
-                        ylabel="mIoU on real test images (%)",
-                        flat=["vs_previous" in r and not r["vs_previous"]["significant"] for r in rows],
-                        flat_label="gain over previous size not significant")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from .common import seed_count, write_study, write_study_config
+from .common import write_study, write_study_config
 from .stats import hierarchical_bootstrap, interval_text, miou_of, per_item_confusions
 
 STANDARD, VISITED, TRAJECTORY = "standard", "standard, visited steps", "trajectory"
@@ -175,7 +175,7 @@ def run_trajectory_study(out_dir: str | Path, data: str | Path, cfg: TrajectoryS
               "network_evaluations_sampling": len(generator.visited_steps(cfg.sampler, cfg.sampling_steps)),
               "blocks": list(spec.blocks), "seeds": list(cfg.seeds), "arms": arms,
               "timing": _timings(generator, labeller, cfg), **provenance()}
-    write_study(out, report, trajectory_markdown, trajectory_figure)
+    write_study(out, report, trajectory_markdown, "trajectory")
     return report
 
 
@@ -204,14 +204,3 @@ def trajectory_markdown(report: dict) -> str:
                 f"labelling ({total[STANDARD] / total[TRAJECTORY]:.2f}x). Medians of {report['timing']['repeats']} "
                 f"interleaved repeats on {report['timing']['samples']} samples."]
     return "\n".join(lines) + "\n"
-
-
-def trajectory_figure(report: dict):
-    """Label mIoU against the oracle over seeds for each way of labelling the same samples."""
-    from ..reporting.study_plots import Bar, Panel, bars_figure
-    seeds = len(report["seeds"])
-    bars = [Bar(f"{arm} (t = {', '.join(map(str, r['steps']))})", r["label_miou_per_seed"],
-                interval_text(r.get("vs_standard"), none="")) for arm, r in report["arms"].items()]
-    panel = Panel(f"labels of {report['samples']} samples ({report['sampler']}-{report['sampling_steps']}) against the "
-                  f"oracle, {seed_count(seeds)} (Δ: vs standard, 95 % CI)", bars)
-    return bars_figure([panel], "Trajectory study: activations kept while sampling vs a feature pass")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.images import mask_image
+from .images import mask_image
 from ..io import _maybe_killed, is_stale_temporary, read_json, remove_stale_temporaries, write_error, write_json
 
 
