@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DatasetDDPMError, InputError, OptionError
 from ..io import read_json
+from .class_shares import labeller_pixels
 from .config import SampleConfig
 from ..data.shards import ShardStore, sample_name, shard_name
 
@@ -176,8 +177,7 @@ def plan_finalize(run: Path, *, drop_fraction: float, max_pairs: int, prefer_cla
     card = _card(cfg, ens, labels, rows, keep, drop_fraction, max_pairs)
     if prefer:
         card["prefer_classes"] = [names[k] for k in prefer]
-    labeller_pixels = read_json(Path(ens_dir) / "ensemble.json").get("training", {}).get("class_pixels")
-    card.update(class_balance([r["class_pixels"] for r in rows if r["id"] in keep], labeller_pixels, names))
+    card.update(class_balance([r["class_pixels"] for r in rows if r["id"] in keep], labeller_pixels(ens_dir), names))
     return FinalizePlan(rows, keep, card, ens, drop_fraction)
 
 
